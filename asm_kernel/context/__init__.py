@@ -1,0 +1,1 @@
+"""Context-window machinery: transcript rebuilding and token estimation."""

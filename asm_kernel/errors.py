@@ -1,0 +1,391 @@
+"""The asm error tree.
+
+Every error asm raises on purpose is an :class:`AsmError`. Each class carries a stable string
+``code`` (``"<category>.<name>"``) that callers, logs and the CLI can rely on across releases,
+a ``retryable`` flag the kernel's retry layer reads, and structured fields (``path`` into the
+config or payload, ``hint`` on how to fix it, free-form ``details``).
+
+Messages never contain secrets: provider adapters pass only server-side error text, and config
+errors name the *key* that is wrong, never its value when that key holds a secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AsmError",
+    "ValidationError",
+    "PayloadTooLargeError",
+    "ConfigError",
+    "UnknownComponentError",
+    "StateError",
+    "IllegalTransitionError",
+    "PluginError",
+    "DuplicateComponentError",
+    "PluginLoadError",
+    "StorageError",
+    "NotFoundError",
+    "SessionNotFoundError",
+    "RunNotFoundError",
+    "AlreadyExistsError",
+    "SeqConflictError",
+    "StoreLockedError",
+    "StoreCorruptError",
+    "StoreClosedError",
+    "ProviderError",
+    "ProviderAuthError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "RequestTooLargeError",
+    "RateLimitError",
+    "QuotaExceededError",
+    "ProviderOverloadedError",
+    "ProviderServerError",
+    "ProviderConnectionError",
+    "ProviderTimeoutError",
+    "ProviderResponseError",
+    "CapabilityError",
+    "PolicyError",
+    "BudgetExceededError",
+    "ToolDeniedError",
+    "AsmRuntimeError",
+    "QueueFullError",
+    "RunCancelledError",
+    "RunTimeoutError",
+    "ToolError",
+    "ToolNotFoundError",
+    "ToolExecutionError",
+    "error_codes",
+]
+
+
+class AsmError(Exception):
+    """Root of every error asm raises deliberately.
+
+    ``message`` says what went wrong, ``path`` where (``providers[1].model``), ``hint`` how to
+    fix it. ``code`` is stable; match on it (or on the class), never on the message text.
+    """
+
+    code: str = "asm.error"
+    category: str = "asm"
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        hint: str | None = None,
+        retryable: bool | None = None,
+        **details: Any,
+    ) -> None:
+        self.message = message
+        self.path = path
+        self.hint = hint
+        if retryable is not None:
+            self.retryable = retryable
+        self.details: dict[str, Any] = details
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        if self.hint:
+            text = f"{text} ({self.hint})"
+        return text
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self._render()!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe description used in events and ``--json`` output."""
+        data: dict[str, Any] = {
+            "code": self.code,
+            "type": type(self).__name__,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.path:
+            data["path"] = self.path
+        if self.hint:
+            data["hint"] = self.hint
+        for key, value in self.details.items():
+            if isinstance(value, str | int | float | bool) or value is None:
+                data[key] = value
+        return data
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+class ValidationError(AsmError, ValueError):
+    """An API argument or payload is malformed."""
+
+    code = "validation.invalid"
+    category = "validation"
+
+
+class PayloadTooLargeError(ValidationError):
+    code = "validation.payload_too_large"
+
+
+# -- config -----------------------------------------------------------------------------------
+
+
+class ConfigError(AsmError):
+    """The configuration (file, environment or arguments) is invalid."""
+
+    code = "config.invalid"
+    category = "config"
+
+
+class UnknownComponentError(ConfigError):
+    """``use = "x"`` names nothing that any installed plugin registered."""
+
+    code = "config.unknown_component"
+
+
+# -- state ------------------------------------------------------------------------------------
+
+
+class StateError(AsmError):
+    """An operation is not allowed in the object's current state."""
+
+    code = "state.invalid"
+    category = "state"
+
+
+class IllegalTransitionError(StateError):
+    code = "state.illegal_transition"
+
+
+# -- plugins ----------------------------------------------------------------------------------
+
+
+class PluginError(AsmError):
+    code = "plugin.error"
+    category = "plugin"
+
+
+class DuplicateComponentError(PluginError):
+    code = "plugin.duplicate_component"
+
+
+class PluginLoadError(PluginError):
+    code = "plugin.load_failed"
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+
+class StorageError(AsmError):
+    code = "storage.error"
+    category = "storage"
+
+
+class NotFoundError(StorageError, LookupError):
+    code = "storage.not_found"
+
+
+class SessionNotFoundError(NotFoundError):
+    code = "storage.session_not_found"
+
+
+class RunNotFoundError(NotFoundError):
+    code = "storage.run_not_found"
+
+
+class AlreadyExistsError(StorageError):
+    code = "storage.already_exists"
+
+
+class SeqConflictError(StorageError):
+    """Optimistic concurrency: the log's last seq is not what the caller expected."""
+
+    code = "storage.seq_conflict"
+    retryable = True
+
+
+class StoreLockedError(StorageError):
+    """Another process holds the store file."""
+
+    code = "storage.locked"
+    retryable = True
+
+
+class StoreCorruptError(StorageError):
+    code = "storage.corrupt"
+
+
+class StoreClosedError(StorageError):
+    code = "storage.closed"
+
+
+# -- providers --------------------------------------------------------------------------------
+
+
+class ProviderError(AsmError):
+    """A provider call failed.
+
+    ``provider`` and ``model`` name the target; ``status`` is the HTTP status when there was one;
+    ``retry_after`` (seconds) is the server's hint; ``output_started`` records whether any output
+    had already reached the caller, which forbids failover.
+    """
+
+    code = "provider.error"
+    category = "provider"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+        output_started: bool = False,
+        request_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.retry_after = retry_after
+        self.output_started = output_started
+        self.request_id = request_id
+        super().__init__(
+            message,
+            provider=provider,
+            model=model,
+            status=status,
+            retry_after=retry_after,
+            output_started=output_started,
+            request_id=request_id,
+            **kwargs,
+        )
+
+
+class ProviderAuthError(ProviderError):
+    code = "provider.auth"
+
+
+class InvalidRequestError(ProviderError):
+    code = "provider.invalid_request"
+
+
+class ModelNotFoundError(ProviderError):
+    code = "provider.model_not_found"
+
+
+class RequestTooLargeError(ProviderError):
+    code = "provider.request_too_large"
+
+
+class RateLimitError(ProviderError):
+    code = "provider.rate_limited"
+    retryable = True
+
+
+class QuotaExceededError(ProviderError):
+    """Billing quota exhausted: waiting does not help, so not retryable."""
+
+    code = "provider.quota_exceeded"
+
+
+class ProviderOverloadedError(ProviderError):
+    code = "provider.overloaded"
+    retryable = True
+
+
+class ProviderServerError(ProviderError):
+    code = "provider.server_error"
+    retryable = True
+
+
+class ProviderConnectionError(ProviderError):
+    code = "provider.connection"
+    retryable = True
+
+
+class ProviderTimeoutError(ProviderError):
+    code = "provider.timeout"
+    retryable = True
+
+
+class ProviderResponseError(ProviderError):
+    """The provider answered with something malformed (bad SSE, bad JSON, truncated stream)."""
+
+    code = "provider.bad_response"
+
+
+class CapabilityError(ProviderError):
+    """No configured provider offers what the run requires."""
+
+    code = "provider.capability_missing"
+
+
+# -- policy -----------------------------------------------------------------------------------
+
+
+class PolicyError(AsmError):
+    code = "policy.denied"
+    category = "policy"
+
+
+class BudgetExceededError(PolicyError):
+    code = "policy.budget_exceeded"
+
+
+class ToolDeniedError(PolicyError):
+    code = "policy.tool_denied"
+
+
+# -- runtime ----------------------------------------------------------------------------------
+
+
+class AsmRuntimeError(AsmError):
+    code = "runtime.error"
+    category = "runtime"
+
+
+class QueueFullError(AsmRuntimeError):
+    code = "runtime.queue_full"
+    retryable = True
+
+
+class RunCancelledError(AsmRuntimeError):
+    code = "runtime.cancelled"
+
+
+class RunTimeoutError(AsmRuntimeError):
+    code = "runtime.timeout"
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+
+class ToolError(AsmError):
+    code = "tool.error"
+    category = "tool"
+
+
+class ToolNotFoundError(ToolError):
+    code = "tool.not_found"
+
+
+class ToolExecutionError(ToolError):
+    code = "tool.execution_failed"
+
+
+def error_codes() -> dict[str, type[AsmError]]:
+    """Every stable code mapped to its class; the docs' error table is generated from this."""
+    found: dict[str, type[AsmError]] = {}
+    stack: list[type[AsmError]] = [AsmError]
+    while stack:
+        cls = stack.pop()
+        found.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    return dict(sorted(found.items()))

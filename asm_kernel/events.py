@@ -1,0 +1,94 @@
+"""The event-type vocabulary of the session log and the shape of each payload.
+
+Payloads are JSON objects. Their fields are listed in :data:`PAYLOAD_FIELDS`, which also feeds
+``docs/reference/events.md``. Plugins may append their own event types; the convention is a
+dotted prefix (``"myplugin.thing_happened"``) so they never collide with kernel types.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+__all__ = ["EventType", "PAYLOAD_FIELDS", "SCHEMA_VERSION", "STREAM_TYPES", "is_known"]
+
+#: Version of the payload shapes below; stored with every event.
+SCHEMA_VERSION = 1
+
+
+class EventType(enum.StrEnum):
+    SESSION_CREATED = "session_created"
+    SESSION_ACTIVATED = "session_activated"
+    SESSION_PAUSED = "session_paused"
+    SESSION_RESUMED = "session_resumed"
+    SESSION_COMPLETED = "session_completed"
+    SESSION_FAILED = "session_failed"
+    SESSION_CANCELLED = "session_cancelled"
+
+    RUN_STARTED = "run_started"
+    MESSAGE_SENT = "message_sent"
+    MESSAGE_STREAMED = "message_streamed"
+    THINKING_STREAMED = "thinking_streamed"
+    MESSAGE_RECEIVED = "message_received"
+    TOOL_CALL_STARTED = "tool_call_started"
+    TOOL_CALL_COMPLETED = "tool_call_completed"
+    TOKEN_USAGE_UPDATED = "token_usage_updated"
+    RUN_COMPLETED = "run_completed"
+    RUN_FAILED = "run_failed"
+    RUN_CANCELLED = "run_cancelled"
+    RUN_TIMED_OUT = "run_timed_out"
+    ERROR_OCCURRED = "error_occurred"
+
+
+#: Types whose loss on a crash costs nothing durable (the final message repeats them), so the
+#: store may write them behind instead of making the caller wait for the commit.
+STREAM_TYPES: frozenset[str] = frozenset(
+    {EventType.MESSAGE_STREAMED, EventType.THINKING_STREAMED}
+)
+
+PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
+    EventType.SESSION_CREATED: {"agent_id": "str", "metadata": "object", "tags": "list[str]"},
+    EventType.SESSION_ACTIVATED: {"from": "session status"},
+    EventType.SESSION_PAUSED: {"from": "session status", "reason": "str | null"},
+    EventType.SESSION_RESUMED: {"from": "session status"},
+    EventType.SESSION_COMPLETED: {"from": "session status"},
+    EventType.SESSION_FAILED: {"from": "session status", "reason": "str | null"},
+    EventType.SESSION_CANCELLED: {"from": "session status", "reason": "str | null"},
+    EventType.RUN_STARTED: {"provider": "str", "model": "str", "input": "message"},
+    EventType.MESSAGE_SENT: {"message": "message (role user): the input of the run"},
+    EventType.MESSAGE_STREAMED: {"text": "str: one text delta", "index": "int: content block"},
+    EventType.THINKING_STREAMED: {"text": "str: one reasoning delta", "index": "int"},
+    EventType.MESSAGE_RECEIVED: {
+        "message": "message (role assistant) with every content block",
+        "stop_reason": "end_turn | max_tokens | tool_use | stop_sequence | refusal | ...",
+        "model": "str: the model that answered",
+        "provider": "str",
+    },
+    EventType.TOOL_CALL_STARTED: {"tool_use_id": "str", "name": "str", "input": "object"},
+    EventType.TOOL_CALL_COMPLETED: {
+        "tool_use_id": "str",
+        "name": "str",
+        "output": "str | list: what the tool returned",
+        "is_error": "bool",
+    },
+    EventType.TOKEN_USAGE_UPDATED: {
+        "usage": "usage of this response",
+        "total": "usage of the run so far",
+        "cost": "float | null: US dollars for this response, when the model has a price",
+    },
+    EventType.RUN_COMPLETED: {
+        "output": "str: the answer text",
+        "stop_reason": "str",
+        "usage": "usage of the whole run",
+        "cost": "float | null",
+        "pending_tool_calls": "list[str]: ids of tool calls the caller must answer",
+    },
+    EventType.RUN_FAILED: {"error": "error object: code, type, message, retryable, ..."},
+    EventType.RUN_CANCELLED: {"reason": "str | null"},
+    EventType.RUN_TIMED_OUT: {"timeout": "float: seconds"},
+    EventType.ERROR_OCCURRED: {"error": "error object", "during": "str: what was being done"},
+}
+
+
+def is_known(event_type: str) -> bool:
+    return event_type in EventType._value2member_map_

@@ -1,0 +1,262 @@
+"""The Kernel: assembles components from config and plugins, and owns their lifecycle.
+
+>>> async with Kernel.open() as kernel:              # doctest: +SKIP
+...     result = await kernel.run_once("hello")
+...     print(result.output)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from attrs import frozen
+
+from ._plugins import PluginManager
+from .config import ComponentConfig, Config, config_from_dict, load_config, validate_settings
+from .errors import AsmError, ConfigError, UnknownComponentError
+from .interfaces import Provider, Store
+from .model import Event
+from .registry import Registry
+
+__all__ = ["Kernel", "BuildContext"]
+
+log = logging.getLogger("asm.kernel")
+
+
+@frozen
+class BuildContext:
+    """Handed to every component factory (see :class:`asm_kernel.interfaces.ComponentContext`)."""
+
+    name: str
+    path: str
+    home: Path
+    config_dir: Path
+    kernel: Kernel | None = None
+
+
+class Kernel:
+    """A running asm system: plugins, store, providers, tools, policies, telemetry, sessions.
+
+    Build one with :meth:`open` (reads the config) or the constructor, then use it as an async
+    context manager so the store is opened and closed. Components can also be handed in as
+    objects (``store=``, ``providers=``, ``plugins=``), which tests and embedding apps prefer.
+    """
+
+    def __init__(
+        self,
+        config: Config | Mapping[str, Any] | None = None,
+        *,
+        store: Store | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        tools: Sequence[Any] = (),
+        plugins: Sequence[object] = (),
+        load_plugins: bool = True,
+    ) -> None:
+        if config is None:
+            config = Config()
+        elif isinstance(config, Mapping):
+            config = config_from_dict(config)
+        self.config: Config = config
+        self.plugins = PluginManager()
+        if load_plugins:
+            self.plugins.load(
+                disabled=config.plugins.disabled,
+                modules=config.plugins.modules,
+                autoload=config.plugins.autoload,
+            )
+        for i, plugin in enumerate(plugins):
+            self.plugins.register_object(plugin, getattr(plugin, "__name__", f"direct-{i}"))
+        self._given_store = store
+        self._given_providers = dict(providers or {})
+        self._given_tools = list(tools)
+        self.store: Store = store  # type: ignore[assignment]  # set in start()
+        self.providers: dict[str, Provider] = {}
+        self.tools: dict[str, Any] = {}
+        self.policies: list[Any] = []
+        self.telemetry: list[Any] = []
+        self.router: Any = None
+        self._started = False
+        from .sessions import SessionManager
+
+        self.sessions = SessionManager(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"Kernel(store={type(self.store).__name__ if self.store else None}, "
+            f"providers={sorted(self.providers)}, started={self._started})"
+        )
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        config: str | os.PathLike[str] | Config | Mapping[str, Any] | None = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Kernel:
+        """A kernel for ``config`` (a path, a Config, a dict, or None to discover the file).
+
+        Use it with ``async with``; the store opens on entry and closes on exit.
+        """
+        if isinstance(config, Config):
+            cfg = config
+        elif isinstance(config, Mapping):
+            cfg = config_from_dict(config, overrides=overrides)
+        else:
+            cfg = load_config(config, overrides=overrides)
+        return cls(cfg, **kwargs)
+
+    @property
+    def registries(self) -> dict[str, Registry]:
+        return self.plugins.collect_components()
+
+    def _context(self, component: ComponentConfig) -> BuildContext:
+        return BuildContext(
+            name=component.name,
+            path=component.path,
+            home=self.config.home,
+            config_dir=self.config.config_dir,
+            kernel=self,
+        )
+
+    def build(self, kind: str, component: ComponentConfig) -> Any:
+        """Build one configured component through its registered factory."""
+        spec = self.registries[kind].get(component.use, path=f"{component.path}.use")
+        settings = (
+            validate_settings(spec.settings, component.settings, component.path)
+            if spec.settings is not None
+            else dict(component.settings)
+        )
+        try:
+            return spec.factory(settings, self._context(component))
+        except AsmError:
+            raise
+        except Exception as exc:
+            raise ConfigError(
+                f"{kind} {component.use!r} (plugin {spec.plugin!r}) failed to build: "
+                f"{type(exc).__name__}: {exc}",
+                path=component.path,
+            ) from exc
+
+    def default_store_config(self) -> ComponentConfig:
+        if "duckdb" in self.registries["store"]:
+            return ComponentConfig("duckdb", "duckdb", {}, "store")
+        warnings.warn(
+            "asm-duckdb is not installed, so sessions are kept in memory and lost on exit; "
+            "pip install asm-duckdb or configure [store]",
+            stacklevel=3,
+        )
+        return ComponentConfig("memory", "memory", {}, "store")
+
+    def _build_all(self) -> None:
+        cfg = self.config
+        if self._given_store is not None:
+            self.store = self._given_store
+        else:
+            self.store = self.build("store", cfg.store or self.default_store_config())
+        providers = cfg.providers or (ComponentConfig("echo", "echo", {}, "providers[0]"),)
+        for component in providers:
+            if component.name not in self._given_providers:
+                self.providers[component.name] = self.build("provider", component)
+        self.providers.update(self._given_providers)
+        for provider_name, provider in self.providers.items():
+            if not hasattr(provider, "name"):
+                raise ConfigError(f"provider {provider_name!r} has no `name` attribute")
+        if cfg.run.provider is not None and cfg.run.provider not in self.providers:
+            raise UnknownComponentError(
+                f"run.provider names {cfg.run.provider!r}, which is not configured",
+                path="run.provider",
+                hint=f"configured providers: {', '.join(sorted(self.providers))}",
+            )
+        for component in cfg.tools:
+            tool = self.build("tool", component)
+            self.tools[component.name] = tool
+        for tool in self._given_tools:
+            self.tools[tool.spec.name] = tool
+        self.policies = [self.build("policy", c) for c in cfg.policies]
+        self.telemetry = [self.build("telemetry", c) for c in cfg.telemetry]
+        if cfg.router is not None:
+            self.router = self.build("router", cfg.router)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> Kernel:
+        if self._started:
+            return self
+        self._build_all()
+        await self.store.open()
+        self._started = True
+        self.plugins.notify("asm_kernel_started", self._hook_error("kernel_started"), kernel=self)
+        return self
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self.plugins.notify("asm_kernel_stopping", self._hook_error("kernel_stopping"), kernel=self)
+        for provider in self.providers.values():
+            try:
+                await provider.aclose()
+            except Exception:  # closing one provider must not keep the store open
+                log.exception("closing provider %s failed", getattr(provider, "name", "?"))
+        for sink in self.telemetry:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing telemetry sink failed")
+        await self.store.close()
+
+    async def __aenter__(self) -> Kernel:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- event fan-out ----------------------------------------------------------------------
+
+    def published(self, events: Sequence[Event]) -> None:
+        """Called by the session manager after events are stored: telemetry, then hooks."""
+        for event in events:
+            for sink in self.telemetry:
+                try:
+                    sink.emit(event)
+                except Exception:
+                    log.exception("telemetry sink %r failed on event %s", sink, event.id)
+            self.plugins.notify("asm_event_appended", self._hook_error("event_appended"), event=event)
+
+    def _hook_error(self, during: str) -> Any:
+        def report(exc: BaseException, plugin: str) -> None:
+            if not isinstance(exc, AsmError):
+                exc = AsmError(f"hook of plugin {plugin!r} raised {type(exc).__name__}: {exc}", plugin=plugin)
+            for impl in self.plugins.impls("asm_on_error"):
+                if impl.plugin_name == plugin:
+                    continue  # a failing plugin is not asked to handle its own failure
+                try:
+                    kwargs = {"error": exc, "session": None, "run": None, "during": f"hook:{during}"}
+                    impl.function(*[kwargs[a] for a in impl.argnames])
+                except Exception:
+                    log.exception("asm_on_error of plugin %s raised", impl.plugin_name)
+
+        return report
+
+    # -- conveniences -----------------------------------------------------------------------
+
+    async def run_once(self, prompt: Any, **kwargs: Any) -> Any:
+        """Create a session if needed and run ``prompt`` in it; see :meth:`SessionManager.run_once`."""
+        return await self.sessions.run_once(prompt, **kwargs)
+
+    async def run(self, session_id: str, prompt: Any, **kwargs: Any) -> Any:
+        return await self.sessions.run(session_id, prompt, **kwargs)
+
+    def stream_run(self, session_id: str, prompt: Any, **kwargs: Any) -> Any:
+        return self.sessions.stream_run(session_id, prompt, **kwargs)

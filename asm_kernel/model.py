@@ -1,0 +1,454 @@
+"""asm's data model: immutable attrs records.
+
+Records are ``@frozen``; change one with :func:`attrs.evolve`. Lifecycle changes go through
+:meth:`Session.transition` / :meth:`Run.transition`, which refuse illegal moves with
+:class:`~asm_kernel.errors.IllegalTransitionError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeAlias
+
+from attrs import evolve, field, frozen
+
+from .errors import IllegalTransitionError, ValidationError
+
+__all__ = [
+    "SessionStatus",
+    "RunStatus",
+    "Session",
+    "Run",
+    "Event",
+    "TextBlock",
+    "ImageBlock",
+    "ToolUseBlock",
+    "ToolResultBlock",
+    "ThinkingBlock",
+    "RedactedThinkingBlock",
+    "ContentBlock",
+    "Message",
+    "Usage",
+    "Price",
+    "ModelInfo",
+    "Capability",
+    "ToolSpec",
+    "ProviderRequest",
+    "TextDelta",
+    "ThinkingDelta",
+    "UsageUpdate",
+    "MessageDone",
+    "StreamEvent",
+    "RunResult",
+    "new_id",
+    "utcnow",
+]
+
+
+def new_id(prefix: str = "") -> str:
+    """A sortable-enough unique id; the prefix tells what it names in logs."""
+    return f"{prefix}{uuid.uuid4().hex}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _freeze_mapping(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(value or {})
+
+
+# -- lifecycles -------------------------------------------------------------------------------
+
+
+class SessionStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _SESSION_TERMINAL
+
+
+_SESSION_TERMINAL = frozenset(
+    {SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED}
+)
+SESSION_TRANSITIONS: Mapping[SessionStatus, frozenset[SessionStatus]] = {
+    SessionStatus.PENDING: frozenset(
+        {SessionStatus.ACTIVE, SessionStatus.FAILED, SessionStatus.CANCELLED}
+    ),
+    SessionStatus.ACTIVE: frozenset(
+        {
+            SessionStatus.PAUSED,
+            SessionStatus.COMPLETED,
+            SessionStatus.FAILED,
+            SessionStatus.CANCELLED,
+        }
+    ),
+    SessionStatus.PAUSED: frozenset(
+        {SessionStatus.ACTIVE, SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED}
+    ),
+    SessionStatus.COMPLETED: frozenset(),
+    SessionStatus.FAILED: frozenset(),
+    SessionStatus.CANCELLED: frozenset(),
+}
+
+
+class RunStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED}),
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}
+    ),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+    RunStatus.TIMED_OUT: frozenset(),
+}
+
+
+def _check_transition(kind: str, ident: str, table: Mapping[Any, frozenset[Any]], old: Any, new: Any) -> None:
+    if new not in table[old]:
+        allowed = ", ".join(sorted(s.value for s in table[old])) or "none (it is final)"
+        raise IllegalTransitionError(
+            f"{kind} {ident} cannot go from {old.value!r} to {new.value!r}",
+            hint=f"allowed from {old.value!r}: {allowed}",
+            kind=kind,
+            id=ident,
+            from_status=old.value,
+            to_status=new.value,
+        )
+
+
+# -- usage and prices -------------------------------------------------------------------------
+
+
+@frozen
+class Usage:
+    """Token counts of one provider response, or a sum of several."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+@frozen
+class Price:
+    """US dollars per million tokens, with where and when the numbers were taken from."""
+
+    input: float
+    output: float
+    cache_write: float = 0.0
+    cache_read: float = 0.0
+    source: str = ""
+    as_of: str = ""
+
+    def cost(self, usage: Usage) -> float:
+        return (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_creation_input_tokens * self.cache_write
+            + usage.cache_read_input_tokens * self.cache_read
+        ) / 1_000_000
+
+
+class Capability(enum.StrEnum):
+    """Well-known capability names. Plugins may declare others as plain strings."""
+
+    STREAMING = "streaming"
+    TOOLS = "tools"
+    VISION = "vision"
+    JSON_SCHEMA = "json_schema"
+    REASONING = "reasoning"
+    PROMPT_CACHE = "prompt_cache"
+    CANCEL = "cancel"
+    SYSTEM_PROMPT = "system_prompt"
+    USAGE = "usage"
+
+
+@frozen
+class ModelInfo:
+    name: str
+    context_window: int
+    max_output_tokens: int
+    price: Price | None = None
+    capabilities: frozenset[str] = field(factory=frozenset, converter=frozenset)
+
+
+# -- content ----------------------------------------------------------------------------------
+
+
+@frozen
+class TextBlock:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@frozen
+class ImageBlock:
+    """An image, inline (``data`` base64 with ``media_type``) or by ``url``."""
+
+    media_type: str = ""
+    data: str | None = None
+    url: str | None = None
+    type: Literal["image"] = "image"
+
+
+@frozen
+class ToolUseBlock:
+    id: str
+    name: str
+    input: dict[str, Any] = field(factory=dict)
+    type: Literal["tool_use"] = "tool_use"
+
+
+@frozen
+class ToolResultBlock:
+    tool_use_id: str
+    content: str | list[Any] = ""
+    is_error: bool = False
+    type: Literal["tool_result"] = "tool_result"
+
+
+@frozen
+class ThinkingBlock:
+    """Model reasoning. ``signature`` must be replayed unchanged on the next turn."""
+
+    thinking: str
+    signature: str = ""
+    type: Literal["thinking"] = "thinking"
+
+
+@frozen
+class RedactedThinkingBlock:
+    data: str
+    type: Literal["redacted_thinking"] = "redacted_thinking"
+
+
+ContentBlock: TypeAlias = (
+    TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
+)
+
+Role: TypeAlias = Literal["user", "assistant"]
+
+
+@frozen
+class Message:
+    role: Role
+    content: tuple[ContentBlock, ...] = field(converter=tuple)
+
+    @classmethod
+    def user(cls, text: str) -> Message:
+        return cls("user", (TextBlock(text),))
+
+    @classmethod
+    def assistant(cls, text: str) -> Message:
+        return cls("assistant", (TextBlock(text),))
+
+    @property
+    def text(self) -> str:
+        """The concatenated text blocks: what a person would call the answer."""
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    @property
+    def tool_uses(self) -> tuple[ToolUseBlock, ...]:
+        return tuple(b for b in self.content if isinstance(b, ToolUseBlock))
+
+    @property
+    def tool_results(self) -> tuple[ToolResultBlock, ...]:
+        return tuple(b for b in self.content if isinstance(b, ToolResultBlock))
+
+
+@frozen
+class ToolSpec:
+    """A tool the model may call: JSON schema for its input."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = field(factory=lambda: {"type": "object", "properties": {}})
+
+
+# -- sessions, runs, events -------------------------------------------------------------------
+
+
+@frozen
+class Session:
+    id: str = field(factory=lambda: new_id("ses_"))
+    agent_id: str = "default"
+    status: SessionStatus = field(default=SessionStatus.PENDING, converter=SessionStatus)
+    metadata: dict[str, Any] = field(factory=dict, converter=_freeze_mapping)
+    tags: tuple[str, ...] = field(default=(), converter=tuple)
+    created_at: datetime = field(factory=utcnow)
+    updated_at: datetime = field(factory=utcnow)
+
+    def transition(self, to: SessionStatus) -> Session:
+        """The same session in status ``to``; raises if the lifecycle forbids the move."""
+        to = SessionStatus(to)
+        _check_transition("session", self.id, SESSION_TRANSITIONS, self.status, to)
+        return evolve(self, status=to, updated_at=utcnow())
+
+
+@frozen
+class Run:
+    session_id: str
+    id: str = field(factory=lambda: new_id("run_"))
+    status: RunStatus = field(default=RunStatus.PENDING, converter=RunStatus)
+    input: Message | None = None
+    output: Message | None = None
+    usage: Usage = field(factory=Usage)
+    cost: float | None = None
+    provider: str | None = None
+    model: str | None = None
+    stop_reason: str | None = None
+    error: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    metadata: dict[str, Any] = field(factory=dict, converter=_freeze_mapping)
+    created_at: datetime = field(factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def transition(self, to: RunStatus, **changes: Any) -> Run:
+        to = RunStatus(to)
+        _check_transition("run", self.id, RUN_TRANSITIONS, self.status, to)
+        now = utcnow()
+        if to is RunStatus.RUNNING:
+            changes.setdefault("started_at", now)
+        elif to.terminal:
+            changes.setdefault("finished_at", now)
+        return evolve(self, status=to, **changes)
+
+
+@frozen
+class Event:
+    """One entry of a session's append-only log.
+
+    ``id`` is chosen by the writer so a retried append is recognised; ``seq`` is assigned by the
+    store (gapless per session, from 1) and is 0 until the event is stored.
+    """
+
+    session_id: str
+    type: str
+    payload: dict[str, Any] = field(factory=dict)
+    run_id: str | None = None
+    id: str = field(factory=lambda: new_id("evt_"))
+    seq: int = 0
+    timestamp: datetime = field(factory=utcnow)
+    schema_version: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.payload, dict):
+            raise ValidationError(
+                f"event payload must be a JSON object, got {type(self.payload).__name__}",
+                path="payload",
+                hint="wrap the value in a dict",
+            )
+
+
+# -- provider requests and normalized stream -------------------------------------------------
+
+
+@frozen
+class ProviderRequest:
+    """What the kernel asks a provider for. Hooks may return an evolved copy."""
+
+    model: str
+    messages: tuple[Message, ...] = field(converter=tuple)
+    system: str | None = None
+    tools: tuple[ToolSpec, ...] = field(default=(), converter=tuple)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    response_schema: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(factory=dict, converter=_freeze_mapping)
+    options: dict[str, Any] = field(factory=dict, converter=_freeze_mapping)
+
+
+@frozen
+class TextDelta:
+    text: str
+    index: int = 0
+
+
+@frozen
+class ThinkingDelta:
+    text: str
+    index: int = 0
+
+
+@frozen
+class UsageUpdate:
+    """Cumulative usage of the response so far (providers report it more than once)."""
+
+    usage: Usage
+
+
+@frozen
+class MessageDone:
+    """The complete assistant message; always the last item a provider yields."""
+
+    message: Message
+    stop_reason: str = "end_turn"
+    model: str | None = None
+    usage: Usage | None = None
+    response_id: str | None = None
+
+
+StreamEvent: TypeAlias = TextDelta | ThinkingDelta | UsageUpdate | MessageDone
+
+
+@frozen
+class RunResult:
+    """What a finished run produced; ``output`` is the answer text."""
+
+    session_id: str
+    run_id: str
+    status: RunStatus
+    output: str
+    message: Message | None = None
+    usage: Usage = field(factory=Usage)
+    cost: float | None = None
+    provider: str | None = None
+    model: str | None = None
+    stop_reason: str | None = None
+    error: dict[str, Any] | None = None
+    pending_tool_calls: tuple[ToolUseBlock, ...] = ()
