@@ -8,6 +8,7 @@ reported by ``asm plugins`` with the reason, and every other plugin goes on work
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import os
@@ -161,15 +162,29 @@ class PluginManager:
 
     def _register(self, info: PluginInfo, load: Callable[[], Any]) -> None:
         self.plugins[info.name] = info
+        obj: Any = None
         try:
             obj = load()
             self.pm.register(obj, name=info.name)
+            self._check_hook_names(obj)
         except Exception as exc:  # a broken plugin must not take the others down
+            if obj is not None and self.pm.is_registered(obj):
+                self.pm.unregister(obj)
             info.status = "quarantined"
             info.error = f"{type(exc).__name__}: {exc}"
             log.warning("plugin %s quarantined: %s", info.name, info.error)
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(obj) or [])
+
+    def _check_hook_names(self, obj: object) -> None:
+        known = hookspecs.hook_names()
+        for caller in self.pm.get_hookcallers(obj) or []:
+            if caller.name.startswith("asm_") and caller.spec is None:
+                close = difflib.get_close_matches(caller.name, known, n=1)
+                raise PluginLoadError(
+                    f"implements unknown hook {caller.name}",
+                    hint=f"did you mean {close[0]}?" if close else "see docs/reference/hooks.md",
+                )
 
     def register_object(self, obj: object, name: str) -> None:
         """Register a plugin object directly (tests, embedding applications)."""

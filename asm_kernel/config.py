@@ -248,6 +248,12 @@ def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> set[st
             path = f"{path}.{part}" if path else part
             if last:
                 target[part] = _parse_env_value(raw)
+            elif part not in target and parts[i + 1].isdigit():
+                raise ConfigError(
+                    f"environment override {key} points at list index {parts[i + 1]}, which does not exist",
+                    path=path,
+                    hint="an override can change a list entry the config file defines, not add one",
+                )
             else:
                 target = target.setdefault(part, {})
         paths.add(path)
