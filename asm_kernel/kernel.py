@@ -162,7 +162,9 @@ class Kernel:
             self.store = self._given_store
         else:
             self.store = self.build("store", cfg.store or self.default_store_config())
-        providers = cfg.providers or (ComponentConfig("echo", "echo", {}, "providers[0]"),)
+        providers = cfg.providers
+        if not providers and not self._given_providers:
+            providers = (ComponentConfig("echo", "echo", {}, "providers[0]"),)
         for component in providers:
             if component.name not in self._given_providers:
                 self.providers[component.name] = self.build("provider", component)
@@ -194,14 +196,14 @@ class Kernel:
         self._build_all()
         await self.store.open()
         self._started = True
-        self.plugins.notify("asm_kernel_started", self._hook_error("kernel_started"), kernel=self)
+        self.plugins.notify("asm_kernel_started", self.hook_error_reporter("asm_kernel_started"), kernel=self)
         return self
 
     async def close(self) -> None:
         if not self._started:
             return
         self._started = False
-        self.plugins.notify("asm_kernel_stopping", self._hook_error("kernel_stopping"), kernel=self)
+        self.plugins.notify("asm_kernel_stopping", self.hook_error_reporter("asm_kernel_stopping"), kernel=self)
         for provider in self.providers.values():
             try:
                 await provider.aclose()
@@ -232,17 +234,19 @@ class Kernel:
                     sink.emit(event)
                 except Exception:
                     log.exception("telemetry sink %r failed on event %s", sink, event.id)
-            self.plugins.notify("asm_event_appended", self._hook_error("event_appended"), event=event)
+            self.plugins.notify("asm_event_appended", self.hook_error_reporter("asm_event_appended"), event=event)
 
-    def _hook_error(self, during: str) -> Any:
+    def hook_error_reporter(self, during: str, session: Any = None, run: Any = None) -> Any:
+        """A callback for :meth:`PluginManager.notify`: reports a failing hook to ``asm_on_error``."""
+
         def report(exc: BaseException, plugin: str) -> None:
             if not isinstance(exc, AsmError):
                 exc = AsmError(f"hook of plugin {plugin!r} raised {type(exc).__name__}: {exc}", plugin=plugin)
+            kwargs = {"error": exc, "session": session, "run": run, "during": f"hook:{during}"}
             for impl in self.plugins.impls("asm_on_error"):
                 if impl.plugin_name == plugin:
                     continue  # a failing plugin is not asked to handle its own failure
                 try:
-                    kwargs = {"error": exc, "session": None, "run": None, "during": f"hook:{during}"}
                     impl.function(*[kwargs[a] for a in impl.argnames])
                 except Exception:
                     log.exception("asm_on_error of plugin %s raised", impl.plugin_name)

@@ -67,6 +67,13 @@ def converter() -> cattrs.Converter:
         return conv.structure(value, cls)
 
     conv.register_structure_hook(ContentBlock, structure_block)  # type: ignore[arg-type]
+
+    def structure_tool_content(value: Any, _: Any) -> Any:
+        if isinstance(value, str | list):
+            return value
+        raise ValidationError(f"tool result content must be a string or a list, got {type(value).__name__}")
+
+    conv.register_structure_hook(str | list[Any], structure_tool_content)
     return conv
 
 

@@ -92,6 +92,8 @@ def coerce_input(value: Any, path: str = "input") -> Message:
             raise ValidationError(f"run input must be a user message, got role {value.role!r}", path=path)
         message = value
     elif isinstance(value, str):
+        if not value.strip():
+            raise ValidationError("run input is empty", path=path, hint="send some text or blocks")
         message = Message.user(value)
     elif isinstance(value, TextBlock | ImageBlock | ToolResultBlock):
         message = Message("user", (value,))
@@ -149,24 +151,8 @@ class SessionManager:
     def _event(self, session_id: str, type_: str, payload: dict[str, Any], run_id: str | None = None) -> Event:
         return Event(session_id=session_id, type=type_, payload=payload, run_id=run_id, schema_version=SCHEMA_VERSION)
 
-    def _hook_error(self, session: Session | None, run: Run | None, during: str) -> Any:
-        def report(exc: BaseException, plugin: str) -> None:
-            error = exc if isinstance(exc, AsmError) else AsmError(
-                f"hook of plugin {plugin!r} raised {type(exc).__name__}: {exc}", plugin=plugin
-            )
-            for impl in self._kernel.plugins.impls("asm_on_error"):
-                if impl.plugin_name == plugin:
-                    continue
-                kwargs = {"error": error, "session": session, "run": run, "during": f"hook:{during}"}
-                try:
-                    impl.function(*[kwargs[a] for a in impl.argnames])
-                except Exception:
-                    log.exception("asm_on_error of plugin %s raised", impl.plugin_name)
-
-        return report
-
     def _notify(self, hook: str, session: Session | None, run: Run | None, /, **kwargs: Any) -> None:
-        self._kernel.plugins.notify(hook, self._hook_error(session, run, hook), **kwargs)
+        self._kernel.plugins.notify(hook, self._kernel.hook_error_reporter(hook, session, run), **kwargs)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -274,7 +260,8 @@ class SessionManager:
 
     # -- runs -------------------------------------------------------------------------------
 
-    def _provider(self, name: str | None) -> Provider:
+    def _provider(self, name: str | None) -> tuple[str, Provider]:
+        """The configured provider ``name`` (default: ``run.provider``, else the first one)."""
         providers = self._kernel.providers
         chosen = name or self._kernel.config.run.provider or next(iter(providers), None)
         if chosen is None or chosen not in providers:
@@ -283,7 +270,7 @@ class SessionManager:
                 path="provider",
                 hint=f"configured providers: {', '.join(sorted(providers)) or 'none'}",
             )
-        return providers[chosen]
+        return chosen, providers[chosen]
 
     async def start_run(
         self,
@@ -307,11 +294,11 @@ class SessionManager:
             existing = await self.store.find_run_by_idempotency_key(session_id, idempotency_key)
             if existing is not None:
                 return existing
-        chosen = self._provider(provider)
+        provider_name, _ = self._provider(provider)
         run = Run(
             session_id=session_id,
             input=message,
-            provider=provider or getattr(chosen, "name", None),
+            provider=provider_name,
             model=model,
             idempotency_key=idempotency_key,
             metadata=dict(metadata or {}),
@@ -415,7 +402,7 @@ class SessionManager:
                 f"session {session.id} is {session.status.value}; runs need an active session",
                 hint="resume the session first" if session.status is SessionStatus.PAUSED else "start a new session",
             )
-        provider = self._provider(run.provider)
+        provider_name, provider = self._provider(run.provider)
         model = run.model or (defaults.model if run.provider in (None, defaults.provider) else None) or provider.default_model
         state = _RunState(evolve(run, model=model))
         queue: asyncio.Queue[Event | RunResult | BaseException | None] = asyncio.Queue()
@@ -432,7 +419,7 @@ class SessionManager:
                 queue.put_nowait(event)
 
         async def body() -> None:
-            await self._execute(session, provider, state, turns, options, emit)
+            await self._execute(session, provider_name, provider, state, turns, options, emit)
 
         async def driver() -> None:
             try:
@@ -491,6 +478,7 @@ class SessionManager:
     async def _execute(
         self,
         session: Session,
+        provider_name: str,
         provider: Provider,
         state: _RunState,
         max_turns: int,
@@ -502,7 +490,7 @@ class SessionManager:
         assert run.input is not None
         await emit([
             self._event(session.id, EventType.RUN_STARTED,
-                        {"provider": provider.name, "model": state.model, "input": to_dict(run.input)}, run.id),
+                        {"provider": provider_name, "model": state.model, "input": to_dict(run.input)}, run.id),
             self._event(session.id, EventType.MESSAGE_SENT, {"message": to_dict(run.input)}, run.id),
         ])
         self._notify("asm_run_started", session, state.run, session=session, run=state.run)
@@ -524,14 +512,14 @@ class SessionManager:
             )
             request = self._kernel.plugins.chain(
                 "asm_before_provider_request", "request",
-                request=request, session=session, run=state.run, provider=provider.name,
+                request=request, session=session, run=state.run, provider=provider_name,
             )
             if not isinstance(request, ProviderRequest):
                 raise ValidationError(
                     "an asm_before_provider_request hook returned something that is not a ProviderRequest",
                     hint="return attrs.evolve(request, ...) or None",
                 )
-            done = await self._call_provider(session, provider, request, state, emit)
+            done = await self._call_provider(session, provider_name, provider, request, state, emit)
             calls = done.message.tool_uses
             if not calls:
                 return
@@ -549,7 +537,13 @@ class SessionManager:
                 state.stop_reason = "max_turns"
 
     async def _call_provider(
-        self, session: Session, provider: Provider, request: ProviderRequest, state: _RunState, emit: Any
+        self,
+        session: Session,
+        provider_name: str,
+        provider: Provider,
+        request: ProviderRequest,
+        state: _RunState,
+        emit: Any,
     ) -> MessageDone:
         run_id = state.run.id
         usage: Usage | None = None
@@ -572,8 +566,8 @@ class SessionManager:
                     done = item
                 else:
                     raise ProviderResponseError(
-                        f"provider {provider.name!r} yielded {type(item).__name__}, which is not a stream event",
-                        provider=provider.name, output_started=state.output_started,
+                        f"provider {provider_name!r} yielded {type(item).__name__}, which is not a stream event",
+                        provider=provider_name, output_started=state.output_started,
                     )
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -581,8 +575,8 @@ class SessionManager:
                 await aclose()
         if done is None:
             raise ProviderResponseError(
-                f"provider {provider.name!r} ended its stream without a final message",
-                provider=provider.name, output_started=state.output_started,
+                f"provider {provider_name!r} ended its stream without a final message",
+                provider=provider_name, output_started=state.output_started,
                 hint="the response was truncated; nothing partial is kept as an answer",
             )
         usage = done.usage or usage or Usage()
@@ -596,14 +590,14 @@ class SessionManager:
         await emit([
             self._event(session.id, EventType.MESSAGE_RECEIVED, {
                 "message": to_dict(done.message), "stop_reason": done.stop_reason,
-                "model": state.model, "provider": provider.name,
+                "model": state.model, "provider": provider_name,
             }, run_id),
             self._event(session.id, EventType.TOKEN_USAGE_UPDATED, {
                 "usage": to_dict(usage), "total": to_dict(state.usage), "cost": cost,
             }, run_id),
         ])
         self._notify("asm_after_provider_response", session, state.run, session=session, run=state.run,
-                     provider=provider.name, message=done.message, usage=usage)
+                     provider=provider_name, message=done.message, usage=usage)
         state.run = evolve(state.run, usage=state.usage, cost=state.cost, model=state.model)
         for policy in self._kernel.policies:
             await policy.check_usage(session=session, run=state.run)

@@ -6,7 +6,6 @@ from typing import Any
 import pytest
 
 from asm_kernel import Kernel
-from asm_kernel.builtin.scripted import ScriptedProvider
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +31,3 @@ async def kernel(make_kernel: Callable[..., Kernel]) -> AsyncIterator[Kernel]:
     async with make_kernel() as k:
         yield k
 
-
-def scripted(*turns: list[dict[str, Any]], name: str = "scripted") -> ScriptedProvider:
-    return ScriptedProvider([list(t) for t in turns], name=name)
