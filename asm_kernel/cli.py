@@ -66,10 +66,10 @@ class CommandRegistry:
 class CliContext:
     """What a command handler gets: config access, a kernel factory and output helpers."""
 
-    def __init__(self, args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+    def __init__(self, args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> None:
         self.args = args
-        self.out = out
-        self.err = err
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
 
     def config(self) -> Any:
         from .config import load_config
