@@ -236,7 +236,9 @@ class PluginManager:
         """Implementations in pluggy's call order (last registered first)."""
         return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
 
-    def notify(self, hook_name: str, on_error: Callable[[BaseException, str], None] | None = None, **kwargs: Any) -> None:
+    def notify(
+        self, hook_name: str, on_error: Callable[[BaseException, str], None] | None = None, **kwargs: Any
+    ) -> None:
         """Call every implementation; one that raises is reported and the rest still run."""
         for impl in self.impls(hook_name):
             try:
@@ -258,4 +260,3 @@ class PluginManager:
 
     def info(self) -> list[PluginInfo]:
         return sorted(self.plugins.values(), key=lambda p: (p.source != "builtin", p.name))
-

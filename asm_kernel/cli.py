@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -102,7 +101,9 @@ class CliContext:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", default=argparse.SUPPRESS, help="config file (default: ./asm.toml or ASM_CONFIG)")
+    parser.add_argument(
+        "--config", "-c", default=argparse.SUPPRESS, help="config file (default: ./asm.toml or ASM_CONFIG)"
+    )
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
 
@@ -156,12 +157,15 @@ def _summary(event: Any) -> str:
     if "usage" in p:
         u = p["usage"]
         return f"in={u.get('input_tokens')} out={u.get('output_tokens')}" + (
-            f" cost=${p['cost']:.6f}" if p.get("cost") is not None else "")
+            f" cost=${p['cost']:.6f}" if p.get("cost") is not None else ""
+        )
     return ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, dict | list))
 
 
 def _events_table(events: Iterable[Any], out: TextIO) -> None:
-    rows = [(e.seq, e.timestamp.strftime("%H:%M:%S.%f")[:-3], e.type, (e.run_id or "")[-8:], _summary(e)) for e in events]
+    rows = [
+        (e.seq, e.timestamp.strftime("%H:%M:%S.%f")[:-3], e.type, (e.run_id or "")[-8:], _summary(e)) for e in events
+    ]
     _table(rows, ["seq", "time", "type", "run", "details"], out)
 
 
@@ -181,12 +185,13 @@ def cmd_init(args: argparse.Namespace, ctx: CliContext) -> int:
 
         raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
     path.write_text(STARTER_CONFIG, encoding="utf-8")
-    ctx.line(f"wrote {path}; edit it, then try: asm run \"hello\"")
+    ctx.line(f'wrote {path}; edit it, then try: asm run "hello"')
     return 0
 
 
-async def _stream_answer(kernel: Any, session_id: str, prompt: str, ctx: CliContext, options: dict[str, Any],
-                         echo: bool) -> Any:
+async def _stream_answer(
+    kernel: Any, session_id: str, prompt: str, ctx: CliContext, options: dict[str, Any], echo: bool
+) -> Any:
     from .model import RunResult
 
     result = None
@@ -222,20 +227,22 @@ def cmd_run(args: argparse.Namespace, ctx: CliContext) -> int:
     if args.json:
         from .serialization import to_dict
 
-        ctx.json_out({
-            "session_id": result.session_id,
-            "run_id": result.run_id,
-            "status": result.status.value,
-            "output": result.output,
-            "usage": to_dict(result.usage),
-            "cost": result.cost,
-            "provider": result.provider,
-            "model": result.model,
-            "stop_reason": result.stop_reason,
-            "pending_tool_calls": [to_dict(c) for c in result.pending_tool_calls],
-        })
+        ctx.json_out(
+            {
+                "session_id": result.session_id,
+                "run_id": result.run_id,
+                "status": result.status.value,
+                "output": result.output,
+                "usage": to_dict(result.usage),
+                "cost": result.cost,
+                "provider": result.provider,
+                "model": result.model,
+                "stop_reason": result.stop_reason,
+                "pending_tool_calls": [to_dict(c) for c in result.pending_tool_calls],
+            }
+        )
     else:
-        ctx.err.write(f"session {result.session_id}  (continue with: asm run --session {result.session_id} \"...\")\n")
+        ctx.err.write(f'session {result.session_id}  (continue with: asm run --session {result.session_id} "...")\n')
     return 0
 
 
@@ -246,7 +253,10 @@ def cmd_sessions_list(args: argparse.Namespace, ctx: CliContext) -> int:
         async with ctx.kernel() as kernel:
             return await kernel.sessions.list(
                 status=SessionStatus(args.status) if args.status else None,
-                agent_id=args.agent, tag=args.tag, limit=args.limit, offset=args.offset,
+                agent_id=args.agent,
+                tag=args.tag,
+                limit=args.limit,
+                offset=args.offset,
             )
 
     sessions = _run_async(go())
@@ -256,8 +266,14 @@ def cmd_sessions_list(args: argparse.Namespace, ctx: CliContext) -> int:
         for s in sessions:
             ctx.json_out(to_dict(s))
         return 0
-    _table([(s.id, s.status.value, s.agent_id, s.created_at.strftime("%Y-%m-%d %H:%M:%S"), ",".join(s.tags))
-            for s in sessions], ["id", "status", "agent", "created", "tags"], ctx.out)
+    _table(
+        [
+            (s.id, s.status.value, s.agent_id, s.created_at.strftime("%Y-%m-%d %H:%M:%S"), ",".join(s.tags))
+            for s in sessions
+        ],
+        ["id", "status", "agent", "created", "tags"],
+        ctx.out,
+    )
     return 0
 
 
@@ -276,18 +292,39 @@ def cmd_sessions_show(args: argparse.Namespace, ctx: CliContext) -> int:
     total = sum((r.usage for r in runs), Usage())
     cost = sum(r.cost or 0.0 for r in runs)
     if args.json:
-        ctx.json_out({**to_dict(session), "events": last, "runs": [to_dict(r) for r in runs],
-                      "usage": to_dict(total), "cost": cost})
+        ctx.json_out(
+            {
+                **to_dict(session),
+                "events": last,
+                "runs": [to_dict(r) for r in runs],
+                "usage": to_dict(total),
+                "cost": cost,
+            }
+        )
         return 0
     ctx.line(f"session  {session.id}\nstatus   {session.status.value}\nagent    {session.agent_id}")
-    ctx.line(f"created  {session.created_at.isoformat()}\nevents   {last}\nusage    in={total.input_tokens} "
-             f"out={total.output_tokens} cost=${cost:.6f}")
+    ctx.line(
+        f"created  {session.created_at.isoformat()}\nevents   {last}\nusage    in={total.input_tokens} "
+        f"out={total.output_tokens} cost=${cost:.6f}"
+    )
     if session.metadata:
         ctx.line(f"metadata {json.dumps(session.metadata, ensure_ascii=False)}")
     ctx.line()
-    _table([(r.id, r.status.value, r.provider, r.model, r.usage.total_tokens,
-             (r.output.text if r.output else (r.error or {}).get("message", ""))[:60]) for r in runs],
-           ["run", "status", "provider", "model", "tokens", "output"], ctx.out)
+    _table(
+        [
+            (
+                r.id,
+                r.status.value,
+                r.provider,
+                r.model,
+                r.usage.total_tokens,
+                (r.output.text if r.output else (r.error or {}).get("message", ""))[:60],
+            )
+            for r in runs
+        ],
+        ["run", "status", "provider", "model", "tokens", "output"],
+        ctx.out,
+    )
     return 0
 
 
@@ -331,9 +368,20 @@ def cmd_plugins(args: argparse.Namespace, ctx: CliContext) -> int:
         for info in infos:
             ctx.json_out(info.to_dict())
         return 0
-    _table([(i.name, i.version or ("builtin" if i.source == "builtin" else ""), i.status,
-             ", ".join(i.components), i.error or ", ".join(h for h in i.hooks if not h.startswith("asm_register")))
-            for i in infos], ["plugin", "version", "status", "components", "hooks / reason"], ctx.out)
+    _table(
+        [
+            (
+                i.name,
+                i.version or ("builtin" if i.source == "builtin" else ""),
+                i.status,
+                ", ".join(i.components),
+                i.error or ", ".join(h for h in i.hooks if not h.startswith("asm_register")),
+            )
+            for i in infos
+        ],
+        ["plugin", "version", "status", "components", "hooks / reason"],
+        ctx.out,
+    )
     ctx.line()
     for kind, registry in registries.items():
         ctx.line(f"{kind + 's:':12} {', '.join(registry.names()) or '-'}")
@@ -358,8 +406,10 @@ def cmd_config_check(args: argparse.Namespace, ctx: CliContext) -> int:
 
     kernel = Kernel(cfg)
     kernel._build_all()  # builds every component: validates every setting without opening the store
-    ctx.line(f"config OK ({cfg.source or 'defaults'}): store={type(kernel.store).__name__}, "
-             f"providers={', '.join(kernel.providers)}")
+    ctx.line(
+        f"config OK ({cfg.source or 'defaults'}): store={type(kernel.store).__name__}, "
+        f"providers={', '.join(kernel.providers)}"
+    )
     return 0
 
 
@@ -374,8 +424,9 @@ def cmd_demo(args: argparse.Namespace, ctx: CliContext) -> int:
     from .config import ComponentConfig, RunDefaults
 
     cfg = ctx.config()
-    echo = ComponentConfig("echo", "echo", {"prefix": "(echo) ", "chunk_size": 6,
-                                           "delay": 0.0 if args.fast else 0.02}, "providers[0]")
+    echo = ComponentConfig(
+        "echo", "echo", {"prefix": "(echo) ", "chunk_size": 6, "delay": 0.0 if args.fast else 0.02}, "providers[0]"
+    )
     # The demo always answers with the offline echo provider, whatever the config names.
     kernel = ctx.kernel(evolve(cfg, providers=(echo,), run=RunDefaults(), tools=()))
 
@@ -405,6 +456,16 @@ def cmd_demo(args: argparse.Namespace, ctx: CliContext) -> int:
 # -- parser -----------------------------------------------------------------------------------
 
 
+def _help_of(command: str) -> Handler:
+    """Handler for a command group called without its action: show the group's help."""
+
+    def show(args: argparse.Namespace, ctx: CliContext) -> int:
+        build_parser(with_plugins=False)[0].parse_args([command, "--help"])
+        return 2
+
+    return show
+
+
 def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, list[str]]:
     from . import __version__
 
@@ -432,8 +493,7 @@ def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, li
     p.add_argument("--timeout", type=float, help="seconds for the whole run")
     _add_json(p)
 
-    p = core.add("sessions", lambda a, c: (p_sessions.print_help(), 2)[1], help="list or show sessions")
-    p_sessions = p
+    p = core.add("sessions", _help_of("sessions"), help="list or show sessions")
     ss = p.add_subparsers(dest="sessions_command", metavar="ACTION")
     sreg = CommandRegistry(ss)
     q = sreg.add("list", cmd_sessions_list, help="list sessions, newest first")
@@ -459,8 +519,7 @@ def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, li
     p = core.add("plugins", cmd_plugins, help="installed plugins, their hooks and components")
     _add_json(p)
 
-    p = core.add("config", lambda a, c: (p_config.print_help(), 2)[1], help="show or check the configuration")
-    p_config = p
+    p = core.add("config", _help_of("config"), help="show or check the configuration")
     cs = p.add_subparsers(dest="config_command", metavar="ACTION")
     creg = CommandRegistry(cs)
     q = creg.add("show", cmd_config_show, help="the effective config, secrets masked")

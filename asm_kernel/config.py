@@ -298,7 +298,9 @@ def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
 
 def _component(data: Any, path: str, default_name: str | None = None) -> ComponentConfig:
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a table, got {type(data).__name__}", path=path, hint='write it as a table with use = "<name>"')
+        raise ConfigError(
+            f"expected a table, got {type(data).__name__}", path=path, hint='write it as a table with use = "<name>"'
+        )
     use = data.get("use")
     if use is None and default_name is not None:
         use = default_name
@@ -321,7 +323,9 @@ def _components(data: Any, path: str) -> tuple[ComponentConfig, ...]:
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):
-        raise ConfigError(f"expected an array of tables, got {type(data).__name__}", path=path, hint=f"write [[{path}]] tables")
+        raise ConfigError(
+            f"expected an array of tables, got {type(data).__name__}", path=path, hint=f"write [[{path}]] tables"
+        )
     items = tuple(_component(item, f"{path}[{i}]") for i, item in enumerate(data))
     seen: dict[str, str] = {}
     for item in items:
@@ -336,7 +340,7 @@ def _components(data: Any, path: str) -> tuple[ComponentConfig, ...]:
 
 
 def config_from_dict(
-    data: Mapping[str, Any],
+    source_data: Mapping[str, Any],
     *,
     source: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -344,7 +348,7 @@ def config_from_dict(
 ) -> Config:
     """Validate already-parsed config data (a TOML document as a dict)."""
     env = os.environ if env is None else env
-    data = _deep_copy(dict(data))
+    data: dict[str, Any] = _deep_copy(dict(source_data))
     if overrides:
         _deep_merge(data, overrides)
     env_paths = _apply_env_overrides(data, env)
@@ -469,10 +473,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin in (list, tuple, typing.Sequence, frozenset):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"expected {_type_name(tp)}, got {_show(value)}", path=path)
-        args = [a for a in get_args(tp) if a is not Ellipsis]
-        inner = args[0] if args else Any
+        elems = [a for a in get_args(tp) if a is not Ellipsis]
+        inner = elems[0] if elems else Any
         items = [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
-        return frozenset(items) if origin is frozenset else tuple(items) if origin is not list else items
+        if origin is frozenset:
+            return frozenset(items)
+        return items if origin is list else tuple(items)
     if origin in (dict, Mapping):
         if not isinstance(value, dict):
             raise ConfigError(f"expected a table, got {_show(value)}", path=path)
@@ -554,7 +560,9 @@ def validate_settings(cls: type, data: Mapping[str, Any], path: str) -> Any:
         if alias in data:
             kwargs[alias] = _coerce(data[alias], hints.get(f.name, Any), sub(alias))
         elif f.default is attrs.NOTHING:
-            raise ConfigError("missing required key", path=sub(alias), hint=f"set it to {_type_name(hints.get(f.name, Any))}")
+            raise ConfigError(
+                "missing required key", path=sub(alias), hint=f"set it to {_type_name(hints.get(f.name, Any))}"
+            )
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:
@@ -563,7 +571,7 @@ def validate_settings(cls: type, data: Mapping[str, Any], path: str) -> Any:
         raise ConfigError(message, path=sub(bad) if bad else path) from None
 
 
-STARTER_CONFIG = '''\
+STARTER_CONFIG = """\
 # asm configuration. Every key is documented in docs/reference/config.md.
 # Values like ${VAR} are read from the environment when asm starts; they are never stored.
 
@@ -596,4 +604,4 @@ max_turns = 8                  # model calls per run when tools are involved
 [plugins]
 disabled = []                  # plugin names never to import
 modules = []                   # your own hook modules, e.g. ["my_hooks"]
-'''
+"""

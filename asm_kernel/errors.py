@@ -38,6 +38,7 @@ __all__ = [
     "InvalidRequestError",
     "ModelNotFoundError",
     "RequestTooLargeError",
+    "ProviderConflictError",
     "RateLimitError",
     "QuotaExceededError",
     "ProviderOverloadedError",
@@ -284,6 +285,12 @@ class RequestTooLargeError(ProviderError):
     code = "provider.request_too_large"
 
 
+class ProviderConflictError(ProviderError):
+    """The provider refused the request as conflicting with its state (HTTP 409)."""
+
+    code = "provider.conflict"
+
+
 class RateLimitError(ProviderError):
     code = "provider.rate_limited"
     retryable = True
@@ -381,11 +388,15 @@ class ToolExecutionError(ToolError):
 
 
 def error_codes() -> dict[str, type[AsmError]]:
-    """Every stable code mapped to its class; the docs' error table is generated from this."""
+    """Every stable code of the kernel mapped to its class (plugins' own subclasses excluded).
+
+    The docs' error table is generated from this.
+    """
     found: dict[str, type[AsmError]] = {}
     stack: list[type[AsmError]] = [AsmError]
     while stack:
         cls = stack.pop()
-        found.setdefault(cls.code, cls)
+        if cls.__module__ == __name__:
+            found.setdefault(cls.code, cls)
         stack.extend(cls.__subclasses__())
     return dict(sorted(found.items()))

@@ -42,9 +42,7 @@ class EventType(enum.StrEnum):
 
 #: Types whose loss on a crash costs nothing durable (the final message repeats them), so the
 #: store may write them behind instead of making the caller wait for the commit.
-STREAM_TYPES: frozenset[str] = frozenset(
-    {EventType.MESSAGE_STREAMED, EventType.THINKING_STREAMED}
-)
+STREAM_TYPES: frozenset[str] = frozenset({EventType.MESSAGE_STREAMED, EventType.THINKING_STREAMED})
 
 PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
     EventType.SESSION_CREATED: {"agent_id": "str", "metadata": "object", "tags": "list[str]"},

@@ -81,9 +81,7 @@ def asm_kernel_stopping(kernel: Kernel) -> None:
 
 
 @hookspec
-def asm_session_transition(
-    session: Session, old_status: SessionStatus | None, new_status: SessionStatus
-) -> None:
+def asm_session_transition(session: Session, old_status: SessionStatus | None, new_status: SessionStatus) -> None:
     """A session was created (``old_status`` is None) or changed status."""
 
 
@@ -114,9 +112,7 @@ def asm_before_provider_request(
 
 
 @hookspec
-def asm_after_provider_response(
-    session: Session, run: Run, provider: str, message: Message, usage: Usage
-) -> None:
+def asm_after_provider_response(session: Session, run: Run, provider: str, message: Message, usage: Usage) -> None:
     """A provider returned a complete message (already stored as ``message_received``)."""
 
 
@@ -128,4 +124,3 @@ def asm_on_error(error: AsmError, session: Session | None, run: Run | None, duri
 def hook_names() -> list[str]:
     """Names of every hook specification, in definition order."""
     return [name for name, value in globals().items() if name.startswith("asm_") and callable(value)]
-

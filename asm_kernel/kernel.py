@@ -141,8 +141,7 @@ class Kernel:
             raise
         except Exception as exc:
             raise ConfigError(
-                f"{kind} {component.use!r} (plugin {spec.plugin!r}) failed to build: "
-                f"{type(exc).__name__}: {exc}",
+                f"{kind} {component.use!r} (plugin {spec.plugin!r}) failed to build: {type(exc).__name__}: {exc}",
                 path=component.path,
             ) from exc
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias
 
@@ -61,6 +61,27 @@ def _freeze_mapping(value: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(value or {})
 
 
+# Typed converters: attrs' mypy plugin cannot infer element types through a bare `tuple`.
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _blocks(value: Iterable[ContentBlock]) -> tuple[ContentBlock, ...]:
+    return tuple(value)
+
+
+def _messages(value: Iterable[Message]) -> tuple[Message, ...]:
+    return tuple(value)
+
+
+def _tool_specs(value: Iterable[ToolSpec]) -> tuple[ToolSpec, ...]:
+    return tuple(value)
+
+
+def _capabilities(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
 # -- lifecycles -------------------------------------------------------------------------------
 
 
@@ -77,13 +98,9 @@ class SessionStatus(enum.StrEnum):
         return self in _SESSION_TERMINAL
 
 
-_SESSION_TERMINAL = frozenset(
-    {SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED}
-)
+_SESSION_TERMINAL = frozenset({SessionStatus.COMPLETED, SessionStatus.FAILED, SessionStatus.CANCELLED})
 SESSION_TRANSITIONS: Mapping[SessionStatus, frozenset[SessionStatus]] = {
-    SessionStatus.PENDING: frozenset(
-        {SessionStatus.ACTIVE, SessionStatus.FAILED, SessionStatus.CANCELLED}
-    ),
+    SessionStatus.PENDING: frozenset({SessionStatus.ACTIVE, SessionStatus.FAILED, SessionStatus.CANCELLED}),
     SessionStatus.ACTIVE: frozenset(
         {
             SessionStatus.PAUSED,
@@ -116,9 +133,7 @@ class RunStatus(enum.StrEnum):
 
 RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED}),
-    RunStatus.RUNNING: frozenset(
-        {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}
-    ),
+    RunStatus.RUNNING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}),
     RunStatus.COMPLETED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.CANCELLED: frozenset(),
@@ -154,12 +169,7 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
-        return (
-            self.input_tokens
-            + self.output_tokens
-            + self.cache_creation_input_tokens
-            + self.cache_read_input_tokens
-        )
+        return self.input_tokens + self.output_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
@@ -213,7 +223,7 @@ class ModelInfo:
     context_window: int
     max_output_tokens: int
     price: Price | None = None
-    capabilities: frozenset[str] = field(factory=frozenset, converter=frozenset)
+    capabilities: frozenset[str] = field(factory=frozenset, converter=_capabilities)
 
 
 # -- content ----------------------------------------------------------------------------------
@@ -276,7 +286,7 @@ Role: TypeAlias = Literal["user", "assistant"]
 @frozen
 class Message:
     role: Role
-    content: tuple[ContentBlock, ...] = field(converter=tuple)
+    content: tuple[ContentBlock, ...] = field(converter=_blocks)
 
     @classmethod
     def user(cls, text: str) -> Message:
@@ -318,7 +328,7 @@ class Session:
     agent_id: str = "default"
     status: SessionStatus = field(default=SessionStatus.PENDING, converter=SessionStatus)
     metadata: dict[str, Any] = field(factory=dict, converter=_freeze_mapping)
-    tags: tuple[str, ...] = field(default=(), converter=tuple)
+    tags: tuple[str, ...] = field(default=(), converter=_strings)
     created_at: datetime = field(factory=utcnow)
     updated_at: datetime = field(factory=utcnow)
 
@@ -393,9 +403,9 @@ class ProviderRequest:
     """What the kernel asks a provider for. Hooks may return an evolved copy."""
 
     model: str
-    messages: tuple[Message, ...] = field(converter=tuple)
+    messages: tuple[Message, ...] = field(converter=_messages)
     system: str | None = None
-    tools: tuple[ToolSpec, ...] = field(default=(), converter=tuple)
+    tools: tuple[ToolSpec, ...] = field(default=(), converter=_tool_specs)
     max_tokens: int | None = None
     temperature: float | None = None
     response_schema: dict[str, Any] | None = None

@@ -51,8 +51,7 @@ class Registry:
             raise DuplicateComponentError(
                 f"{self.kind} {spec.name!r} is registered by both plugin {existing.plugin!r} "
                 f"and plugin {spec.plugin!r}",
-                hint=f"disable one of them with plugins.disabled = [{spec.plugin!r}] "
-                "or ASM_DISABLED_PLUGINS",
+                hint=f"disable one of them with plugins.disabled = [{spec.plugin!r}] or ASM_DISABLED_PLUGINS",
                 kind=self.kind,
                 name=spec.name,
                 plugins=f"{existing.plugin},{spec.plugin}",
@@ -112,20 +111,16 @@ class Register:
     ) -> None:
         if not isinstance(name, str) or not name or not name.replace("-", "_").replace(".", "_").isidentifier():
             raise ValidationError(
-                f"plugin {self._plugin!r} tried to register a {self.kind} with the invalid "
-                f"name {name!r}",
+                f"plugin {self._plugin!r} tried to register a {self.kind} with the invalid name {name!r}",
                 hint="use a short name of letters, digits, '-', '_' or '.'",
             )
         if not callable(factory):
             raise ValidationError(
-                f"plugin {self._plugin!r} registered {self.kind} {name!r} with a factory that "
-                "is not callable"
+                f"plugin {self._plugin!r} registered {self.kind} {name!r} with a factory that is not callable"
             )
         if settings is not None and not hasattr(settings, "__attrs_attrs__"):
             raise ValidationError(
                 f"plugin {self._plugin!r} registered {self.kind} {name!r} with settings "
                 f"{settings!r}, which is not an attrs class"
             )
-        self._registry.add(
-            ComponentSpec(self.kind, name, factory, self._plugin, settings, description)
-        )
+        self._registry.add(ComponentSpec(self.kind, name, factory, self._plugin, settings, description))

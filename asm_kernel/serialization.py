@@ -45,9 +45,7 @@ def converter() -> cattrs.Converter:
     """Built on first use, not at import, so ``import asm_kernel`` stays cheap."""
     conv = cattrs.Converter(omit_if_default=False, forbid_extra_keys=False)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
-    conv.register_structure_hook(
-        datetime, lambda v, _: v if isinstance(v, datetime) else datetime.fromisoformat(v)
-    )
+    conv.register_structure_hook(datetime, lambda v, _: v if isinstance(v, datetime) else datetime.fromisoformat(v))
     conv.register_unstructure_hook(frozenset, lambda s: sorted(s))
 
     def structure_block(value: Any, _: Any) -> Any:
@@ -88,9 +86,7 @@ def from_dict(data: Any, cls: type[T]) -> T:
     except ValidationError:
         raise
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
-        detail = "; ".join(cattrs.transform_error(exc)) if isinstance(
-            exc, cattrs.BaseValidationError
-        ) else str(exc)
+        detail = "; ".join(cattrs.transform_error(exc)) if isinstance(exc, cattrs.BaseValidationError) else str(exc)
         raise ValidationError(
             f"data does not fit {cls.__name__}: {detail}",
             hint="check the field names and types against the reference docs",

@@ -18,6 +18,7 @@ A run goes ``pending → running → completed | failed | cancelled | timed_out`
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -143,7 +144,7 @@ class SessionManager:
 
     # -- event writing ----------------------------------------------------------------------
 
-    async def _append(self, session_id: str, events: Sequence[Event]) -> list[Event]:
+    async def _append(self, session_id: str, events: Sequence[Event]) -> builtins.list[Event]:
         stored = await self.store.append(session_id, events)
         self._kernel.published(stored)
         return stored
@@ -180,17 +181,23 @@ class SessionManager:
         await self.store.create_session(session)
         await self._append(
             session.id,
-            [self._event(session.id, EventType.SESSION_CREATED,
-                         {"agent_id": session.agent_id, "metadata": session.metadata, "tags": list(session.tags)})],
+            [
+                self._event(
+                    session.id,
+                    EventType.SESSION_CREATED,
+                    {"agent_id": session.agent_id, "metadata": session.metadata, "tags": list(session.tags)},
+                )
+            ],
         )
-        self._notify("asm_session_transition", session, None, session=session, old_status=None,
-                     new_status=session.status)
+        self._notify(
+            "asm_session_transition", session, None, session=session, old_status=None, new_status=session.status
+        )
         return session
 
     async def get(self, session_id: str) -> Session:
         return await self.store.get_session(session_id)
 
-    async def list(self, **filters: Any) -> list[Session]:
+    async def list(self, **filters: Any) -> builtins.list[Session]:
         return await self.store.list_sessions(**filters)
 
     async def _transition(self, session_id: str, to: SessionStatus, reason: str | None = None) -> Session:
@@ -216,7 +223,10 @@ class SessionManager:
     async def resume(self, session_id: str) -> Session:
         session = await self.store.get_session(session_id)
         if session.status is not SessionStatus.PAUSED:
-            raise StateError(f"session {session_id} is {session.status.value}, not paused", hint="only a paused session can be resumed")
+            raise StateError(
+                f"session {session_id} is {session.status.value}, not paused",
+                hint="only a paused session can be resumed",
+            )
         return await self._transition(session_id, SessionStatus.ACTIVE)
 
     async def complete(self, session_id: str) -> Session:
@@ -238,11 +248,11 @@ class SessionManager:
         before: int | None = None,
         limit: int | None = None,
         types: Sequence[str] | None = None,
-    ) -> list[Event]:
+    ) -> builtins.list[Event]:
         """The session's log, filtered; ``after``/``before`` are exclusive seq bounds."""
         return await self.store.read(session_id, after=after, before=before, limit=limit, types=types)
 
-    async def transcript(self, session_id: str) -> list[Message]:
+    async def transcript(self, session_id: str) -> builtins.list[Message]:
         """The conversation as the model will see it next, rebuilt from the log."""
         builder = self._transcripts.get(session_id)
         if builder is None:
@@ -252,7 +262,7 @@ class SessionManager:
         builder.feed(await self.store.read(session_id, after=builder.last_seq))
         return builder.messages()
 
-    async def runs(self, session_id: str, **filters: Any) -> list[Run]:
+    async def runs(self, session_id: str, **filters: Any) -> builtins.list[Run]:
         return await self.store.list_runs(session_id=session_id, **filters)
 
     async def get_run(self, run_id: str) -> Run:
@@ -357,8 +367,12 @@ class SessionManager:
     ) -> AsyncIterator[Event | RunResult]:
         """Start and execute a run, yielding each stored :class:`Event`, then the RunResult."""
         run = await self.start_run(
-            session_id, input, provider=provider, model=model,
-            idempotency_key=idempotency_key, metadata=metadata,
+            session_id,
+            input,
+            provider=provider,
+            model=model,
+            idempotency_key=idempotency_key,
+            metadata=metadata,
         )
         if run.status is not RunStatus.PENDING:  # idempotent replay of a finished/ongoing run
             yield self._result(run)
@@ -403,7 +417,11 @@ class SessionManager:
                 hint="resume the session first" if session.status is SessionStatus.PAUSED else "start a new session",
             )
         provider_name, provider = self._provider(run.provider)
-        model = run.model or (defaults.model if run.provider in (None, defaults.provider) else None) or provider.default_model
+        model = (
+            run.model
+            or (defaults.model if run.provider in (None, defaults.provider) else None)
+            or provider.default_model
+        )
         state = _RunState(evolve(run, model=model))
         queue: asyncio.Queue[Event | RunResult | BaseException | None] = asyncio.Queue()
         options = {
@@ -432,22 +450,36 @@ class SessionManager:
                 queue.put_nowait(result)
             except TimeoutError:
                 err = RunTimeoutError(f"run {state.run.id} exceeded its timeout of {timeout} s", timeout=timeout)
-                result = await self._finish(session, state, RunStatus.TIMED_OUT, emit, error=err, extra={"timeout": timeout})
+                result = await self._finish(
+                    session, state, RunStatus.TIMED_OUT, emit, error=err, extra={"timeout": timeout}
+                )
                 queue.put_nowait(result)
                 queue.put_nowait(err)
             except asyncio.CancelledError:
                 await self._finish_shielded(session, state, RunStatus.CANCELLED, emit, extra={"reason": "cancelled"})
                 raise
             except BaseException as exc:  # record every failure, then let it surface
-                error = exc if isinstance(exc, AsmError) else AsmRuntimeError(
-                    f"run failed with an unexpected {type(exc).__name__}: {exc}"
+                error = (
+                    exc
+                    if isinstance(exc, AsmError)
+                    else AsmRuntimeError(f"run failed with an unexpected {type(exc).__name__}: {exc}")
                 )
                 if isinstance(error, ProviderError):
                     error.output_started = error.output_started or state.output_started
                     error.details["output_started"] = error.output_started
-                await emit([self._event(session.id, EventType.ERROR_OCCURRED,
-                                        {"error": error.to_dict(), "during": "run"}, state.run.id)])
-                self._notify("asm_on_error", session, state.run, error=error, session=session, run=state.run, during="run")
+                await emit(
+                    [
+                        self._event(
+                            session.id,
+                            EventType.ERROR_OCCURRED,
+                            {"error": error.to_dict(), "during": "run"},
+                            state.run.id,
+                        )
+                    ]
+                )
+                self._notify(
+                    "asm_on_error", session, state.run, error=error, session=session, run=state.run, during="run"
+                )
                 result = await self._finish(session, state, RunStatus.FAILED, emit, error=error)
                 queue.put_nowait(result)
                 queue.put_nowait(exc)
@@ -488,11 +520,17 @@ class SessionManager:
         run = state.run.transition(RunStatus.RUNNING)
         state.run = await self.store.update_run(run)
         assert run.input is not None
-        await emit([
-            self._event(session.id, EventType.RUN_STARTED,
-                        {"provider": provider_name, "model": state.model, "input": to_dict(run.input)}, run.id),
-            self._event(session.id, EventType.MESSAGE_SENT, {"message": to_dict(run.input)}, run.id),
-        ])
+        await emit(
+            [
+                self._event(
+                    session.id,
+                    EventType.RUN_STARTED,
+                    {"provider": provider_name, "model": state.model, "input": to_dict(run.input)},
+                    run.id,
+                ),
+                self._event(session.id, EventType.MESSAGE_SENT, {"message": to_dict(run.input)}, run.id),
+            ]
+        )
         self._notify("asm_run_started", session, state.run, session=session, run=state.run)
         for policy in self._kernel.policies:
             await policy.check_run(session=session, run=state.run, history=())
@@ -511,8 +549,12 @@ class SessionManager:
                 metadata={"session_id": session.id, "run_id": run.id},
             )
             request = self._kernel.plugins.chain(
-                "asm_before_provider_request", "request",
-                request=request, session=session, run=state.run, provider=provider_name,
+                "asm_before_provider_request",
+                "request",
+                request=request,
+                session=session,
+                run=state.run,
+                provider=provider_name,
             )
             if not isinstance(request, ProviderRequest):
                 raise ValidationError(
@@ -523,11 +565,17 @@ class SessionManager:
             calls = done.message.tool_uses
             if not calls:
                 return
-            await emit([
-                self._event(session.id, EventType.TOOL_CALL_STARTED,
-                            {"tool_use_id": c.id, "name": c.name, "input": c.input}, run.id)
-                for c in calls
-            ])
+            await emit(
+                [
+                    self._event(
+                        session.id,
+                        EventType.TOOL_CALL_STARTED,
+                        {"tool_use_id": c.id, "name": c.name, "input": c.input},
+                        run.id,
+                    )
+                    for c in calls
+                ]
+            )
             if any(c.name not in kernel_tools for c in calls):
                 state.pending = calls
                 return
@@ -554,12 +602,28 @@ class SessionManager:
                 if isinstance(item, TextDelta):
                     if item.text:
                         state.output_started = True
-                        await emit([self._event(session.id, EventType.MESSAGE_STREAMED,
-                                                {"text": item.text, "index": item.index}, run_id)])
+                        await emit(
+                            [
+                                self._event(
+                                    session.id,
+                                    EventType.MESSAGE_STREAMED,
+                                    {"text": item.text, "index": item.index},
+                                    run_id,
+                                )
+                            ]
+                        )
                 elif isinstance(item, ThinkingDelta):
                     state.output_started = True
-                    await emit([self._event(session.id, EventType.THINKING_STREAMED,
-                                            {"text": item.text, "index": item.index}, run_id)])
+                    await emit(
+                        [
+                            self._event(
+                                session.id,
+                                EventType.THINKING_STREAMED,
+                                {"text": item.text, "index": item.index},
+                                run_id,
+                            )
+                        ]
+                    )
                 elif isinstance(item, UsageUpdate):
                     usage = item.usage
                 elif isinstance(item, MessageDone):
@@ -567,7 +631,8 @@ class SessionManager:
                 else:
                     raise ProviderResponseError(
                         f"provider {provider_name!r} yielded {type(item).__name__}, which is not a stream event",
-                        provider=provider_name, output_started=state.output_started,
+                        provider=provider_name,
+                        output_started=state.output_started,
                     )
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -576,7 +641,8 @@ class SessionManager:
         if done is None:
             raise ProviderResponseError(
                 f"provider {provider_name!r} ended its stream without a final message",
-                provider=provider_name, output_started=state.output_started,
+                provider=provider_name,
+                output_started=state.output_started,
                 hint="the response was truncated; nothing partial is kept as an answer",
             )
         usage = done.usage or usage or Usage()
@@ -587,17 +653,41 @@ class SessionManager:
         cost = self._cost(provider, state.model, usage)
         if cost is not None:
             state.cost = (state.cost or 0.0) + cost
-        await emit([
-            self._event(session.id, EventType.MESSAGE_RECEIVED, {
-                "message": to_dict(done.message), "stop_reason": done.stop_reason,
-                "model": state.model, "provider": provider_name,
-            }, run_id),
-            self._event(session.id, EventType.TOKEN_USAGE_UPDATED, {
-                "usage": to_dict(usage), "total": to_dict(state.usage), "cost": cost,
-            }, run_id),
-        ])
-        self._notify("asm_after_provider_response", session, state.run, session=session, run=state.run,
-                     provider=provider_name, message=done.message, usage=usage)
+        await emit(
+            [
+                self._event(
+                    session.id,
+                    EventType.MESSAGE_RECEIVED,
+                    {
+                        "message": to_dict(done.message),
+                        "stop_reason": done.stop_reason,
+                        "model": state.model,
+                        "provider": provider_name,
+                    },
+                    run_id,
+                ),
+                self._event(
+                    session.id,
+                    EventType.TOKEN_USAGE_UPDATED,
+                    {
+                        "usage": to_dict(usage),
+                        "total": to_dict(state.usage),
+                        "cost": cost,
+                    },
+                    run_id,
+                ),
+            ]
+        )
+        self._notify(
+            "asm_after_provider_response",
+            session,
+            state.run,
+            session=session,
+            run=state.run,
+            provider=provider_name,
+            message=done.message,
+            usage=usage,
+        )
         state.run = evolve(state.run, usage=state.usage, cost=state.cost, model=state.model)
         for policy in self._kernel.policies:
             await policy.check_usage(session=session, run=state.run)
@@ -625,9 +715,21 @@ class SessionManager:
             output, is_error = f"error: {type(exc).__name__}: {exc}", True
         if not isinstance(output, str | list):
             output = str(output)
-        await emit([self._event(session.id, EventType.TOOL_CALL_COMPLETED, {
-            "tool_use_id": call.id, "name": call.name, "output": output, "is_error": is_error,
-        }, state.run.id)])
+        await emit(
+            [
+                self._event(
+                    session.id,
+                    EventType.TOOL_CALL_COMPLETED,
+                    {
+                        "tool_use_id": call.id,
+                        "name": call.name,
+                        "output": output,
+                        "is_error": is_error,
+                    },
+                    state.run.id,
+                )
+            ]
+        )
 
     async def _finish_shielded(self, *args: Any, **kwargs: Any) -> RunResult:
         task = asyncio.ensure_future(self._finish(*args, **kwargs))
@@ -663,13 +765,15 @@ class SessionManager:
         state.run = await self.store.update_run(run)
         payload: dict[str, Any] = dict(extra or {})
         if status is RunStatus.COMPLETED:
-            payload.update({
-                "output": state.last_message.text if state.last_message else "",
-                "stop_reason": state.stop_reason,
-                "usage": to_dict(state.usage),
-                "cost": state.cost,
-                "pending_tool_calls": [c.id for c in state.pending],
-            })
+            payload.update(
+                {
+                    "output": state.last_message.text if state.last_message else "",
+                    "stop_reason": state.stop_reason,
+                    "usage": to_dict(state.usage),
+                    "cost": state.cost,
+                    "pending_tool_calls": [c.id for c in state.pending],
+                }
+            )
         elif error is not None:
             payload["error"] = error.to_dict()
         await emit([self._event(session.id, _TERMINAL_EVENT[status], payload, run.id)])

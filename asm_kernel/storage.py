@@ -43,7 +43,8 @@ def check_batch(session_id: str, events: Sequence[Event]) -> list[str]:
         raise ValidationError("append takes a sequence of Event", path="events")
     if len(events) > MAX_BATCH:
         raise ValidationError(
-            f"batch of {len(events)} events is larger than {MAX_BATCH}", path="events",
+            f"batch of {len(events)} events is larger than {MAX_BATCH}",
+            path="events",
             hint="split it into several appends",
         )
     payloads: list[str] = []

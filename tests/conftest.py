@@ -30,4 +30,3 @@ def make_kernel() -> Callable[..., Kernel]:
 async def kernel(make_kernel: Callable[..., Kernel]) -> AsyncIterator[Kernel]:
     async with make_kernel() as k:
         yield k
-

@@ -74,13 +74,17 @@ def test_unknown_provider_and_session(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     (tmp_path / "asm.toml").write_text(MEMORY)
-    proc = subprocess.run([sys.executable, "-m", "asm_kernel.cli", "--debug", "run", "x", "--provider", "ghost"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "asm_kernel.cli", "--debug", "run", "x", "--provider", "ghost"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
 def test_init_writes_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "init")
+    code, _out, _ = run_cli(capsys, "init")
     assert code == 0 and (tmp_path / "asm.toml").is_file()
     code, _, err = run_cli(capsys, "init")
     assert code == 1 and "--force" in err
@@ -128,7 +132,8 @@ def test_demo_runs_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_plugin_commands_are_added(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "asm.toml").write_text(MEMORY + '[plugins]\nmodules = ["cmd_plugin"]\n')
-    (tmp_path / "cmd_plugin.py").write_text(textwrap.dedent('''
+    (tmp_path / "cmd_plugin.py").write_text(
+        textwrap.dedent("""
         from asm_kernel import hookimpl
 
         def hello(args, ctx):
@@ -139,7 +144,8 @@ def test_plugin_commands_are_added(tmp_path: Path, capsys: pytest.CaptureFixture
         def asm_register_commands(cli):
             cli.add("hello", hello, help="say hello",
                     configure=lambda p: p.add_argument("who"))
-    '''))
+    """)
+    )
     try:
         code, out, _ = run_cli(capsys, "hello", "world")
     finally:

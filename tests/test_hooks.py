@@ -7,11 +7,10 @@ from typing import Any
 import attrs
 import pytest
 
-from asm_kernel import Kernel, ProviderRequest, hookimpl
+from asm_kernel import Kernel, hookimpl
+from asm_kernel.builtin.scripted import ScriptedProvider
 from asm_kernel.errors import RateLimitError
 from asm_kernel.hookspecs import hook_names
-
-from asm_kernel.builtin.scripted import ScriptedProvider
 
 
 def scripted(*turns: list[dict[str, Any]]) -> ScriptedProvider:
@@ -151,8 +150,13 @@ def test_every_hookspec_is_exercised_by_these_tests() -> None:
     assert lifecycle == implemented
     # The register family is exercised through the builtins and test_plugins/test_cli.
     assert {n for n in hook_names() if n.startswith("asm_register_")} == {
-        "asm_register_stores", "asm_register_providers", "asm_register_routers", "asm_register_policies",
-        "asm_register_telemetry", "asm_register_tools", "asm_register_commands",
+        "asm_register_stores",
+        "asm_register_providers",
+        "asm_register_routers",
+        "asm_register_policies",
+        "asm_register_telemetry",
+        "asm_register_tools",
+        "asm_register_commands",
     }
 
 
@@ -165,6 +169,7 @@ async def test_register_family_contributes_every_component_kind() -> None:
         @hookimpl
         def asm_register_stores(self, register):
             from asm_kernel.builtin.memory import MemoryStore
+
             register("mystore", lambda s, c: built.setdefault("store", MemoryStore()))
 
         @hookimpl
@@ -174,29 +179,49 @@ async def test_register_family_contributes_every_component_kind() -> None:
         @hookimpl
         def asm_register_policies(self, register):
             class Allow:
-                async def check_run(self, **kw): built.setdefault("checked_run", True)
-                async def check_usage(self, **kw): built.setdefault("checked_usage", True)
-                async def check_tool(self, **kw): built.setdefault("checked_tool", kw["name"])
+                async def check_run(self, **kw):
+                    built.setdefault("checked_run", True)
+
+                async def check_usage(self, **kw):
+                    built.setdefault("checked_usage", True)
+
+                async def check_tool(self, **kw):
+                    built.setdefault("checked_tool", kw["name"])
+
             register("allow", lambda s, c: Allow())
 
         @hookimpl
         def asm_register_telemetry(self, register):
             class Sink:
-                def __init__(self): self.events = []
-                def emit(self, event): self.events.append(event)
-                def close(self): pass
+                def __init__(self):
+                    self.events = []
+
+                def emit(self, event):
+                    self.events.append(event)
+
+                def close(self):
+                    pass
+
             register("mysink", lambda s, c: built.setdefault("sink", Sink()))
 
         @hookimpl
         def asm_register_tools(self, register):
             class Upper:
                 spec = ToolSpec("upper", "upper-case text", {"type": "object"})
-                async def __call__(self, input): return input["text"].upper()
+
+                async def __call__(self, input):
+                    return input["text"].upper()
+
             register("upper", lambda s, c: Upper())
 
     provider = scripted([{"tool_use": {"name": "upper", "input": {"text": "abc"}, "id": "t1"}}], [{"text": "done"}])
-    cfg = {"store": {"use": "mystore"}, "router": {"use": "myrouter"}, "policies": [{"use": "allow"}],
-           "telemetry": [{"use": "mysink"}], "tools": [{"use": "upper"}]}
+    cfg = {
+        "store": {"use": "mystore"},
+        "router": {"use": "myrouter"},
+        "policies": [{"use": "allow"}],
+        "telemetry": [{"use": "mysink"}],
+        "tools": [{"use": "upper"}],
+    }
     async with Kernel(cfg, providers={"s": provider}, plugins=[EverythingPlugin()]) as k:
         result = await k.run_once("go")
         assert k.store is built["store"] and k.router is built["router"]

@@ -12,7 +12,7 @@ from asm_kernel import Kernel, hookimpl
 from asm_kernel._plugins import PluginManager
 from asm_kernel.errors import DuplicateComponentError, PluginLoadError
 
-GOOD = '''
+GOOD = """
 from asm_kernel import hookimpl
 from asm_kernel.builtin.echo import EchoProvider, EchoSettings
 
@@ -22,9 +22,9 @@ def build(settings, context):
 @hookimpl
 def asm_register_providers(register):
     register("good-echo", build, settings=EchoSettings)
-'''
+"""
 
-MARKER = '''
+MARKER = """
 import pathlib, os
 pathlib.Path(os.environ["ASM_TEST_MARKER"]).write_text("imported")
 from asm_kernel import hookimpl
@@ -32,7 +32,7 @@ from asm_kernel import hookimpl
 @hookimpl
 def asm_register_providers(register):
     pass
-'''
+"""
 
 
 @pytest.fixture
@@ -48,12 +48,14 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "fk_good.py").write_text(GOOD)
     (root / "fk_broken.py").write_text("raise RuntimeError('boom at import')\n")
     (root / "fk_blocked.py").write_text(MARKER)
-    (root / "fk_regfail.py").write_text(textwrap.dedent('''
+    (root / "fk_regfail.py").write_text(
+        textwrap.dedent("""
         from asm_kernel import hookimpl
         @hookimpl
         def asm_register_stores(register):
             raise ValueError("cannot register")
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.setenv("ASM_TEST_MARKER", str(tmp_path / "marker"))
     yield root
@@ -102,19 +104,26 @@ def test_env_switches(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_installed_provider_is_usable_from_config(site: Path) -> None:
     from asm_kernel.sync import SyncKernel
 
-    with SyncKernel({"store": {"use": "memory"}, "providers": [{"name": "g", "use": "good-echo"}],
-                     "plugins": {"disabled": ["blocked"]}}) as asm:
+    with SyncKernel(
+        {
+            "store": {"use": "memory"},
+            "providers": [{"name": "g", "use": "good-echo"}],
+            "plugins": {"disabled": ["blocked"]},
+        }
+    ) as asm:
         assert asm.run_once("hi").output == "good:hi"
 
 
 def test_config_hook_modules_are_loaded(site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "my_hooks.py").write_text(textwrap.dedent('''
+    (tmp_path / "my_hooks.py").write_text(
+        textwrap.dedent("""
         from asm_kernel import hookimpl
         seen = []
         @hookimpl
         def asm_run_started(run):
             seen.append(run.id)
-    '''))
+    """)
+    )
     from asm_kernel.sync import SyncKernel
 
     with SyncKernel({"store": {"use": "memory"}, "plugins": {"modules": ["my_hooks"], "autoload": False}}) as asm:

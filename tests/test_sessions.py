@@ -65,12 +65,17 @@ async def test_second_run_sees_the_first(kernel: Kernel) -> None:
     await kernel.run(first.session_id, "two")
     transcript = await kernel.sessions.transcript(first.session_id)
     assert [(m.role, m.text) for m in transcript] == [
-        ("user", "one"), ("assistant", "one"), ("user", "two"), ("assistant", "two")]
+        ("user", "one"),
+        ("assistant", "one"),
+        ("user", "two"),
+        ("assistant", "two"),
+    ]
 
 
 async def test_transcript_replays_thinking_with_signature() -> None:
     kernel, provider = kernel_with(
-        [{"thinking": "let me think", "signature": "sig-123"}, {"text": "42"}], [{"text": "again"}])
+        [{"thinking": "let me think", "signature": "sig-123"}, {"text": "42"}], [{"text": "again"}]
+    )
     async with kernel:
         r = await kernel.run_once("q1")
         await kernel.run(r.session_id, "q2")
@@ -111,7 +116,9 @@ async def test_a_failing_tool_becomes_an_error_result_for_the_model() -> None:
         async def __call__(self, input: dict[str, Any]) -> str:
             raise KeyError("nope")
 
-    kernel, provider = kernel_with([{"tool_use": {"id": "t1", "name": "broken"}}], [{"text": "sorry"}], tools=[Broken()])
+    kernel, provider = kernel_with(
+        [{"tool_use": {"id": "t1", "name": "broken"}}], [{"text": "sorry"}], tools=[Broken()]
+    )
     async with kernel:
         result = await kernel.run_once("x")
     assert result.output == "sorry"

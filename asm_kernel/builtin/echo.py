@@ -52,9 +52,7 @@ class EchoSettings:
 class EchoProvider:
     """Answers ``prefix + <last user text>``, ``chunk_size`` characters per delta."""
 
-    capabilities = frozenset(
-        {Capability.STREAMING, Capability.SYSTEM_PROMPT, Capability.CANCEL, Capability.USAGE}
-    )
+    capabilities = frozenset({Capability.STREAMING, Capability.SYSTEM_PROMPT, Capability.CANCEL, Capability.USAGE})
 
     def __init__(self, settings: EchoSettings | None = None, name: str = "echo") -> None:
         self.settings = settings or EchoSettings()

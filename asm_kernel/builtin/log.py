@@ -36,8 +36,13 @@ class LogSink:
             return
         extra = f" payload={dumps(event.payload)}" if self.settings.payloads else ""
         self._logger.log(
-            self._level, "session=%s seq=%d run=%s type=%s%s",
-            event.session_id, event.seq, event.run_id or "-", event.type, extra,
+            self._level,
+            "session=%s seq=%d run=%s type=%s%s",
+            event.session_id,
+            event.seq,
+            event.run_id or "-",
+            event.type,
+            extra,
         )
 
     def close(self) -> None:
@@ -46,8 +51,9 @@ class LogSink:
 
 def build(settings: LogSettings, context: Any) -> LogSink:
     if settings.level not in _LEVELS:
-        raise ConfigError(f"unknown level {settings.level!r}", path=f"{context.path}.level",
-                          hint=f"use one of {', '.join(_LEVELS)}")
+        raise ConfigError(
+            f"unknown level {settings.level!r}", path=f"{context.path}.level", hint=f"use one of {', '.join(_LEVELS)}"
+        )
     return LogSink(settings)
 
 

@@ -162,9 +162,7 @@ class MemoryStore:
 
     # -- events -----------------------------------------------------------------------------
 
-    async def append(
-        self, session_id: str, events: Sequence[Event], *, expected_seq: int | None = None
-    ) -> list[Event]:
+    async def append(self, session_id: str, events: Sequence[Event], *, expected_seq: int | None = None) -> list[Event]:
         self._check_open()
         check_batch(session_id, events)
         with self._lock:

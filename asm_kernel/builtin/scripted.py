@@ -27,7 +27,6 @@ from .. import hookimpl
 from ..context.tokens import estimate_messages, estimate_text
 from ..errors import ConfigError, ProviderError, error_codes
 from ..model import (
-    Capability,
     ContentBlock,
     Message,
     MessageDone,
@@ -44,8 +43,19 @@ from ..model import (
     new_id,
 )
 
-_STEP_KEYS = {"text", "thinking", "signature", "tool_use", "usage", "delay", "error", "message",
-              "retry_after", "stop_reason", "status"}
+_STEP_KEYS = {
+    "text",
+    "thinking",
+    "signature",
+    "tool_use",
+    "usage",
+    "delay",
+    "error",
+    "message",
+    "retry_after",
+    "stop_reason",
+    "status",
+}
 
 
 @frozen
@@ -74,7 +84,8 @@ def _check_script(turns: Sequence[Any], path: str) -> None:
             unknown = set(step) - _STEP_KEYS
             if unknown:
                 raise ConfigError(
-                    f"unknown step key {sorted(unknown)[0]!r}", path=where,
+                    f"unknown step key {sorted(unknown)[0]!r}",
+                    path=where,
                     hint=f"step keys: {', '.join(sorted(_STEP_KEYS))}",
                 )
             if "error" in step:
@@ -82,7 +93,8 @@ def _check_script(turns: Sequence[Any], path: str) -> None:
                 if code not in codes or not issubclass(codes[code], ProviderError):
                     provider_codes = sorted(c for c, k in codes.items() if issubclass(k, ProviderError))
                     raise ConfigError(
-                        f"unknown provider error code {code!r}", path=f"{where}.error",
+                        f"unknown provider error code {code!r}",
+                        path=f"{where}.error",
                         hint=f"use one of {', '.join(provider_codes)}",
                     )
             if "tool_use" in step and not isinstance(step["tool_use"], dict):
@@ -92,8 +104,13 @@ def _check_script(turns: Sequence[Any], path: str) -> None:
 class ScriptedProvider:
     """Plays scripted turns; records every request it was given in :attr:`requests`."""
 
-    def __init__(self, turns: Sequence[Sequence[dict[str, Any]]] | None = None, *,
-                 settings: ScriptedSettings | None = None, name: str = "scripted") -> None:
+    def __init__(
+        self,
+        turns: Sequence[Sequence[dict[str, Any]]] | None = None,
+        *,
+        settings: ScriptedSettings | None = None,
+        name: str = "scripted",
+    ) -> None:
         if settings is None:
             settings = ScriptedSettings(turns=[list(t) for t in (turns or [])])
         _check_script(settings.turns, "turns")
@@ -164,8 +181,11 @@ class ScriptedProvider:
                     blocks.append(TextBlock("".join(text_parts)))
                     text_parts = []
                 call = step["tool_use"]
-                blocks.append(ToolUseBlock(str(call.get("id") or new_id("toolu_")), str(call["name"]),
-                                           dict(call.get("input", {}))))
+                blocks.append(
+                    ToolUseBlock(
+                        str(call.get("id") or new_id("toolu_")), str(call["name"]), dict(call.get("input", {}))
+                    )
+                )
                 stop_reason = stop_reason or "tool_use"
             if "usage" in step:
                 usage = Usage(**step["usage"])

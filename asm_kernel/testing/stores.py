@@ -98,8 +98,11 @@ class StoreConformance:
             base = datetime(2026, 1, 1, tzinfo=UTC)
             made = []
             for i in range(7):
-                s = Session(agent_id="even" if i % 2 == 0 else "odd", tags=(f"t{i % 3}",),
-                            created_at=base + timedelta(seconds=i))
+                s = Session(
+                    agent_id="even" if i % 2 == 0 else "odd",
+                    tags=(f"t{i % 3}",),
+                    created_at=base + timedelta(seconds=i),
+                )
                 if i < 2:
                     s = s.transition(SessionStatus.ACTIVE)
                 made.append(await store.create_session(s))
@@ -126,7 +129,11 @@ class StoreConformance:
             done = run.transition(RunStatus.RUNNING).transition(
                 RunStatus.COMPLETED,
                 output=Message("assistant", (TextBlock("hello"), ToolUseBlock("t1", "calc", {"x": 1}))),
-                usage=Usage(3, 4, 5, 6, 7), cost=0.25, provider="p", model="m", stop_reason="end_turn",
+                usage=Usage(3, 4, 5, 6, 7),
+                cost=0.25,
+                provider="p",
+                model="m",
+                stop_reason="end_turn",
             )
             await store.update_run(done)
             assert await store.get_run(run.id) == done
@@ -171,14 +178,26 @@ class StoreConformance:
         async def body(store: Any) -> None:
             s = await self._session(store)
             ts = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=UTC)
-            payload = {"text": "héllo ✓ \"quoted\" \n", "nested": {"a": [1, 2.5, None, True]}, "empty": {}}
-            e = Event(session_id=s.id, type="message_streamed", payload=payload, run_id="run_x",
-                      timestamp=ts, schema_version=3)
+            payload = {"text": 'héllo ✓ "quoted" \n', "nested": {"a": [1, 2.5, None, True]}, "empty": {}}
+            e = Event(
+                session_id=s.id,
+                type="message_streamed",
+                payload=payload,
+                run_id="run_x",
+                timestamp=ts,
+                schema_version=3,
+            )
             (stored,) = await store.append(s.id, [e])
             (read,) = await store.read(s.id)
             for got in (stored, read):
                 assert (got.id, got.session_id, got.run_id, got.type, got.payload, got.schema_version) == (
-                    e.id, s.id, "run_x", "message_streamed", payload, 3)
+                    e.id,
+                    s.id,
+                    "run_x",
+                    "message_streamed",
+                    payload,
+                    3,
+                )
                 assert got.timestamp == ts
                 assert got.seq == 1
 
@@ -195,10 +214,10 @@ class StoreConformance:
         async def body(store: Any) -> None:
             s = await self._session(store)
             await store.append(s.id, _events(s.id, 1))
-            bad = _events(s.id, 2) + [Event(session_id=s.id, type="x", payload={"bad": object()})]
+            bad = [*_events(s.id, 2), Event(session_id=s.id, type="x", payload={"bad": object()})]
             with pytest.raises(ValidationError):
                 await store.append(s.id, bad)
-            huge = _events(s.id, 1) + [Event(session_id=s.id, type="x", payload={"b": "x" * (MAX_PAYLOAD_BYTES + 1)})]
+            huge = [*_events(s.id, 1), Event(session_id=s.id, type="x", payload={"b": "x" * (MAX_PAYLOAD_BYTES + 1)})]
             with pytest.raises(PayloadTooLargeError):
                 await store.append(s.id, huge)
             wrong = [Event(session_id="other", type="x")]
@@ -240,7 +259,9 @@ class StoreConformance:
         async def body(store: Any) -> None:
             s = await self._session(store)
             for i in range(10):
-                await store.append(s.id, [Event(session_id=s.id, type="even" if i % 2 == 0 else "odd", payload={"i": i})])
+                await store.append(
+                    s.id, [Event(session_id=s.id, type="even" if i % 2 == 0 else "odd", payload={"i": i})]
+                )
             assert [e.seq for e in await store.read(s.id, after=7)] == [8, 9, 10]
             assert [e.seq for e in await store.read(s.id, before=4)] == [1, 2, 3]
             assert [e.seq for e in await store.read(s.id, after=2, before=6)] == [3, 4, 5]
@@ -263,9 +284,11 @@ class StoreConformance:
             sessions = [await self._session(store) for _ in range(5)]
 
             async def writer(s: Session, w: int) -> list[int]:
-                seqs = []
+                seqs: list[int] = []
                 for i in range(20):
-                    batch = [Event(session_id=s.id, type="n", payload={"w": w, "i": i, "j": j}) for j in range(1 + i % 3)]
+                    batch = [
+                        Event(session_id=s.id, type="n", payload={"w": w, "i": i, "j": j}) for j in range(1 + i % 3)
+                    ]
                     seqs.extend(e.seq for e in await store.append(s.id, batch))
                 return seqs
 
@@ -295,11 +318,20 @@ class StoreConformance:
                     errors.append(exc)
 
             threads = [threading.Thread(target=thread_main, args=(t,)) for t in range(4)]
-            await asyncio.to_thread(lambda: ([t.start() for t in threads], [t.join() for t in threads]))
+
+            def start_and_join() -> None:
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+
+            await asyncio.to_thread(start_and_join)
             assert not errors, errors
             log = await store.read(s.id)
             assert [e.seq for e in log] == list(range(1, 101))
-            assert sorted((e.payload["t"], e.payload["i"]) for e in log) == [(t, i) for t in range(4) for i in range(25)]
+            assert sorted((e.payload["t"], e.payload["i"]) for e in log) == [
+                (t, i) for t in range(4) for i in range(25)
+            ]
 
         self._with_store(make_store, body)
 

@@ -20,8 +20,14 @@ def asm(tmp_path: Path):
     env["ASM_HOME"] = str(tmp_path / "home")
 
     def call(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "asm_kernel.cli", *args], capture_output=True, text=True,
-                              cwd=tmp_path, env=env, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "asm_kernel.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=120,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"asm {' '.join(args)} failed: {proc.stderr}")
         return proc
@@ -68,7 +74,11 @@ def test_events_follow_prints_new_events_as_they_arrive(asm, tmp_path: Path) -> 
     sid = json.loads(asm("run", "first", "--json").stdout)["session_id"]
     follower = subprocess.Popen(
         [sys.executable, "-m", "asm_kernel.cli", "events", sid, "--json", "--follow", "--interval", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=asm.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=asm.env,
     )
     try:
         seen: list[dict[str, Any]] = []
