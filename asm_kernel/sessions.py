@@ -21,6 +21,7 @@ import asyncio
 import builtins
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,9 @@ if TYPE_CHECKING:
 __all__ = ["SessionManager", "coerce_input"]
 
 log = logging.getLogger("asm.sessions")
+
+#: Sessions whose transcript stays cached in memory between runs.
+TRANSCRIPT_CACHE_SIZE = 1024
 
 _TRANSITION_EVENTS = {
     SessionStatus.ACTIVE: EventType.SESSION_ACTIVATED,
@@ -136,7 +140,8 @@ class SessionManager:
 
     def __init__(self, kernel: Kernel) -> None:
         self._kernel = kernel
-        self._transcripts: dict[str, TranscriptBuilder] = {}
+        # Tail cache: the transcript of recently active sessions, extended by seq (LRU-bounded).
+        self._transcripts: OrderedDict[str, TranscriptBuilder] = OrderedDict()
 
     @property
     def store(self) -> Any:
@@ -258,6 +263,10 @@ class SessionManager:
         if builder is None:
             await self.store.get_session(session_id)
             builder = self._transcripts[session_id] = TranscriptBuilder()
+            if len(self._transcripts) > TRANSCRIPT_CACHE_SIZE:
+                self._transcripts.popitem(last=False)
+        else:
+            self._transcripts.move_to_end(session_id)
         # Only events after the cached seq are read: the log is never re-read in full.
         builder.feed(await self.store.read(session_id, after=builder.last_seq))
         return builder.messages()
