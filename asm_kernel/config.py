@@ -38,6 +38,7 @@ __all__ = [
     "ComponentConfig",
     "PluginsConfig",
     "RunDefaults",
+    "RuntimeConfig",
     "Config",
     "load_config",
     "config_from_dict",
@@ -120,6 +121,36 @@ class RunDefaults:
     agent_id: str = "default"
 
 
+def _at_least_one(instance: Any, attribute: Any, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{attribute.name} must be an integer of at least 1, got {value!r}")
+
+
+def _positive_number(instance: Any, attribute: Any, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
+
+
+def _non_negative_int(instance: Any, attribute: Any, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attribute.name} must be an integer >= 0, got {value!r}")
+
+
+@frozen
+class RuntimeConfig:
+    """``[runtime]``: run queues, concurrency limits and crash recovery (see the serving guide)."""
+
+    max_concurrent_runs: int = field(default=1, validator=_at_least_one)
+    max_queued_runs: int = field(default=100, validator=_at_least_one)
+    max_active_sessions: int = field(default=10_000, validator=_at_least_one)
+    max_running_runs: int = field(default=1_000, validator=_at_least_one)
+    idle_timeout: float = field(default=300.0, validator=_positive_number)
+    shutdown_grace: float = field(default=10.0, validator=_positive_number)
+    on_paused: Literal["wait", "reject"] = "wait"
+    recovery: Literal["fail", "requeue"] = "fail"
+    max_recovery_attempts: int = field(default=3, validator=_non_negative_int)
+
+
 @frozen
 class Config:
     store: ComponentConfig | None = None
@@ -130,6 +161,7 @@ class Config:
     tools: tuple[ComponentConfig, ...] = ()
     plugins: PluginsConfig = field(factory=PluginsConfig)
     run: RunDefaults = field(factory=RunDefaults)
+    runtime: RuntimeConfig = field(factory=RuntimeConfig)
     home: Path = field(factory=lambda: default_home())
     source: Path | None = None
     secret_paths: frozenset[str] = frozenset()
@@ -288,7 +320,7 @@ def _interpolate(value: Any, path: str, env: Mapping[str, str], secrets: set[str
     return _INTERPOLATE.sub(replace, value)
 
 
-_TOP_LEVEL = {"store", "providers", "router", "policies", "telemetry", "tools", "plugins", "run", "home"}
+_TOP_LEVEL = {"store", "providers", "router", "policies", "telemetry", "tools", "plugins", "run", "runtime", "home"}
 
 
 def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
@@ -365,6 +397,7 @@ def config_from_dict(
         raise ConfigError("expected a table", path="plugins")
     plugins_cfg = validate_settings(PluginsConfig, plugins, "plugins")
     run_cfg = validate_settings(RunDefaults, data.get("run", {}), "run")
+    runtime_cfg = validate_settings(RuntimeConfig, data.get("runtime", {}), "runtime")
 
     home = data.get("home")
     if home is not None and not isinstance(home, str):
@@ -382,6 +415,7 @@ def config_from_dict(
         tools=_components(data.get("tools"), "tools"),
         plugins=plugins_cfg,
         run=run_cfg,
+        runtime=runtime_cfg,
         home=home_path,
         source=source,
         secret_paths=frozenset(secret_paths),

@@ -54,6 +54,8 @@ __all__ = [
     "QueueFullError",
     "RunCancelledError",
     "RunTimeoutError",
+    "RunCrashedError",
+    "LimitExceededError",
     "ToolError",
     "ToolNotFoundError",
     "ToolExecutionError",
@@ -369,6 +371,19 @@ class RunCancelledError(AsmRuntimeError):
 
 class RunTimeoutError(AsmRuntimeError):
     code = "runtime.timeout"
+
+
+class RunCrashedError(AsmRuntimeError):
+    """A run was left ``running`` by a process that stopped without finishing it."""
+
+    code = "runtime.crashed"
+
+
+class LimitExceededError(AsmRuntimeError):
+    """A process-wide limit (active sessions) is reached."""
+
+    code = "runtime.limit_exceeded"
+    retryable = True
 
 
 # -- tools ------------------------------------------------------------------------------------

@@ -82,9 +82,11 @@ class Kernel:
         self.telemetry: list[Any] = []
         self.router: Any = None
         self._started = False
+        from .runtime.supervisor import Supervisor
         from .sessions import SessionManager
 
         self.sessions = SessionManager(self)
+        self.runtime = Supervisor(self)
 
     def __repr__(self) -> str:
         return (
@@ -202,6 +204,7 @@ class Kernel:
         if not self._started:
             return
         self._started = False
+        await self.runtime.shutdown()
         self.plugins.notify("asm_kernel_stopping", self.hook_error_reporter("asm_kernel_stopping"), kernel=self)
         for provider in self.providers.values():
             try:

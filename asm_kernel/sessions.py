@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from .interfaces import Provider
     from .kernel import Kernel
 
-__all__ = ["SessionManager", "coerce_input"]
+__all__ = ["SessionManager", "coerce_input", "encode_options", "decode_options", "OPTIONS_KEY"]
 
 log = logging.getLogger("asm.sessions")
 
@@ -119,6 +119,38 @@ def coerce_input(value: Any, path: str = "input") -> Message:
     if not message.content:
         raise ValidationError("run input is empty", path=path, hint="send some text or blocks")
     return message
+
+
+#: Run metadata key under which execution options of a queued run are kept.
+OPTIONS_KEY = "asm.options"
+_OPTION_NAMES = ("system", "tools", "max_tokens", "temperature", "max_turns", "timeout", "response_schema")
+
+
+def encode_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Execution options as JSON-safe data (tool specs as dicts); unknown names are refused."""
+    unknown = sorted(set(options) - set(_OPTION_NAMES))
+    if unknown:
+        raise ValidationError(
+            f"unknown run option {unknown[0]!r}",
+            path=unknown[0],
+            hint=f"run options are: {', '.join(_OPTION_NAMES)}",
+        )
+    out = {k: v for k, v in options.items() if v is not None}
+    if "tools" in out:
+        specs = out["tools"]
+        if not all(isinstance(t, ToolSpec) for t in specs):
+            raise ValidationError("tools must be a list of ToolSpec", path="tools")
+        out["tools"] = [to_dict(t) for t in specs]
+    if "response_schema" in out:
+        out["response_schema"] = dict(out["response_schema"])
+    return out
+
+
+def decode_options(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    if "tools" in out:
+        out["tools"] = [ToolSpec(**t) for t in out["tools"]]
+    return out
 
 
 class _RunState:
@@ -300,9 +332,15 @@ class SessionManager:
         model: str | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> Run:
-        """Record a ``pending`` run; with an idempotency key already used, return that run."""
+        """Record a ``pending`` run; with an idempotency key already used, return that run.
+
+        ``options`` (the keyword arguments of :meth:`stream_execute`) are stored with the run, so
+        a queued run executes the same way after a restart.
+        """
         message = coerce_input(input)
+        stored_options = encode_options(options or {})
         session = await self.store.get_session(session_id)
         if session.status.terminal:
             raise StateError(
@@ -320,9 +358,36 @@ class SessionManager:
             provider=provider_name,
             model=model,
             idempotency_key=idempotency_key,
-            metadata=dict(metadata or {}),
+            metadata={**dict(metadata or {}), **({OPTIONS_KEY: stored_options} if stored_options else {})},
         )
         return await self.store.create_run(run)
+
+    async def cancel_pending(self, run_id: str, reason: str = "cancelled") -> RunResult:
+        """Cancel a run that has not started: ``run_cancelled`` is stored, the run never executes."""
+        run = await self.store.get_run(run_id)
+        if run.status is not RunStatus.PENDING:
+            raise StateError(f"run {run_id} is {run.status.value}, not pending", hint="cancel the task running it")
+        session = await self.store.get_session(run.session_id)
+        run = await self.store.update_run(run.transition(RunStatus.CANCELLED))
+        await self._append(session.id, [self._event(session.id, EventType.RUN_CANCELLED, {"reason": reason}, run.id)])
+        result = self._result(run)
+        self._notify("asm_run_finished", session, run, session=session, run=run, result=result)
+        return result
+
+    async def fail_crashed(self, run_id: str, error: AsmError) -> RunResult:
+        """Close a run that a dead process left ``running``: ``run_failed`` with reason crashed."""
+        run = await self.store.get_run(run_id)
+        if run.status is not RunStatus.RUNNING:
+            raise StateError(f"run {run_id} is {run.status.value}, not running")
+        session = await self.store.get_session(run.session_id)
+        run = await self.store.update_run(run.transition(RunStatus.FAILED, error=error.to_dict()))
+        await self._append(
+            session.id,
+            [self._event(session.id, EventType.RUN_FAILED, {"error": error.to_dict(), "reason": "crashed"}, run.id)],
+        )
+        result = self._result(run)
+        self._notify("asm_run_finished", session, run, session=session, run=run, result=result)
+        return result
 
     async def execute(self, run_id: str, **options: Any) -> RunResult:
         """Execute a pending run to the end; see :meth:`stream_execute` for the options."""
@@ -372,6 +437,7 @@ class SessionManager:
         model: str | None = None,
         idempotency_key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        raise_on_error: bool = True,
         **options: Any,
     ) -> AsyncIterator[Event | RunResult]:
         """Start and execute a run, yielding each stored :class:`Event`, then the RunResult."""
@@ -382,11 +448,12 @@ class SessionManager:
             model=model,
             idempotency_key=idempotency_key,
             metadata=metadata,
+            options=options,
         )
         if run.status is not RunStatus.PENDING:  # idempotent replay of a finished/ongoing run
             yield self._result(run)
             return
-        async for item in self.stream_execute(run.id, **options):
+        async for item in self.stream_execute(run.id, raise_on_error=raise_on_error):
             yield item
 
     async def stream_execute(
@@ -409,12 +476,20 @@ class SessionManager:
         ``tools`` adds tool specs the caller will answer itself (beside the kernel's tools).
         """
         defaults = self._kernel.config.run
+        run = await self.store.get_run(run_id)
+        stored = decode_options(run.metadata.get(OPTIONS_KEY, {}))
+        system = system if system is not None else stored.get("system")
+        tools = tools if tools is not None else stored.get("tools")
+        max_tokens = max_tokens if max_tokens is not None else stored.get("max_tokens")
+        temperature = temperature if temperature is not None else stored.get("temperature")
+        max_turns = max_turns if max_turns is not None else stored.get("max_turns")
+        timeout = timeout if timeout is not None else stored.get("timeout")
+        response_schema = response_schema if response_schema is not None else stored.get("response_schema")
         turns = max_turns if max_turns is not None else defaults.max_turns
         if not isinstance(turns, int) or turns < 1:
             raise ValidationError(f"max_turns must be an integer >= 1, got {turns!r}", path="max_turns")
         if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
             raise ValidationError(f"timeout must be a positive number of seconds, got {timeout!r}", path="timeout")
-        run = await self.store.get_run(run_id)
         if run.status is not RunStatus.PENDING:
             raise StateError(f"run {run_id} is {run.status.value}; only a pending run can be executed")
         session = await self.store.get_session(run.session_id)
@@ -464,8 +539,10 @@ class SessionManager:
                 )
                 queue.put_nowait(result)
                 queue.put_nowait(err)
-            except asyncio.CancelledError:
-                await self._finish_shielded(session, state, RunStatus.CANCELLED, emit, extra={"reason": "cancelled"})
+            except asyncio.CancelledError as exc:
+                # Task.cancel(msg) carries why (e.g. "interrupted" from the runtime).
+                reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "cancelled"
+                await self._finish_shielded(session, state, RunStatus.CANCELLED, emit, extra={"reason": reason})
                 raise
             except BaseException as exc:  # record every failure, then let it surface
                 error = (
@@ -496,9 +573,14 @@ class SessionManager:
                 queue.put_nowait(None)
 
         task = asyncio.create_task(driver(), name=f"asm-run-{run.id}")
+        cancel_reason: tuple[Any, ...] = ()
         try:
             while True:
-                item = await queue.get()
+                try:
+                    item = await queue.get()
+                except asyncio.CancelledError as exc:
+                    cancel_reason = exc.args  # hand the reason on to the run's own task
+                    raise
                 if item is None:
                     break
                 if isinstance(item, BaseException):
@@ -511,10 +593,14 @@ class SessionManager:
                 yield item
         finally:
             if not task.done():
-                task.cancel()
-            # Wait for the terminal event even if our consumer went away or was cancelled.
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.shield(task)
+                task.cancel(*cancel_reason[:1])
+            # Wait for the terminal event even if our consumer went away or was cancelled, and
+            # keep waiting through further cancels: the result must reflect the stored outcome.
+            while not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(task)
+            if not task.cancelled():
+                task.exception()  # retrieved here; the failure itself was already queued
 
     async def _execute(
         self,

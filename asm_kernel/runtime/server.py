@@ -1,0 +1,333 @@
+"""SessionServer: one session's FIFO run queue.
+
+Runs of a session start in submission order, at most ``max_concurrent_runs`` at a time, and at
+most ``max_queued_runs`` wait. Every queued run is already stored as a ``pending`` run, so a
+process that stops leaves its queue in the store, where the next start picks it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Generator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+
+from ..errors import QueueFullError, RunNotFoundError, StateError
+from ..model import RunResult, RunStatus, SessionStatus
+
+if TYPE_CHECKING:
+    from ..config import RuntimeConfig
+    from .supervisor import Supervisor
+
+__all__ = ["RunHandle", "ServerStatus", "SessionServer"]
+
+log = logging.getLogger("asm.runtime")
+
+
+class RunHandle:
+    """A submitted run: ``await handle`` (or ``await handle.result()``) gives its RunResult."""
+
+    def __init__(self, session_id: str, run_id: str) -> None:
+        self.session_id = session_id
+        self.run_id = run_id
+        self._future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+
+    def __repr__(self) -> str:
+        state = "done" if self._future.done() else "pending"
+        return f"RunHandle(run_id={self.run_id!r}, {state})"
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    async def result(self, timeout: float | None = None) -> RunResult:
+        """The run's result, whatever its status (completed, failed, cancelled, timed_out)."""
+        return await asyncio.wait_for(asyncio.shield(self._future), timeout)
+
+    def __await__(self) -> Generator[Any, None, RunResult]:
+        return self.result().__await__()
+
+    def _resolve(self, result: RunResult) -> None:
+        if not self._future.done():
+            self._future.set_result(result)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._future.done():
+            self._future.set_exception(exc)
+            self._future.exception()  # mark retrieved: a caller may never await a handle
+
+
+@frozen
+class ServerStatus:
+    session_id: str
+    running: tuple[str, ...]
+    queued: tuple[str, ...]
+    accepting: bool
+    draining: bool
+
+    @property
+    def idle(self) -> bool:
+        return not self.running and not self.queued
+
+
+class SessionServer:
+    """Runs one session's queued runs. Get one from ``kernel.runtime.server(session_id)``."""
+
+    def __init__(self, supervisor: Supervisor, session_id: str, settings: RuntimeConfig) -> None:
+        self._supervisor = supervisor
+        self._kernel = supervisor.kernel
+        self.session_id = session_id
+        self.settings = settings
+        self._queue: deque[str] = deque()
+        self._handles: dict[str, RunHandle] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = True
+        self._draining = False
+        self._stopping = False
+        self._worker: asyncio.Task[None] | None = None
+        self._followers: set[asyncio.Task[None]] = set()
+        self.last_active = asyncio.get_running_loop().time()
+
+    def __repr__(self) -> str:
+        return f"SessionServer({self.session_id!r}, running={len(self._running)}, queued={len(self._queue)})"
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._loop(), name=f"asm-session-{self.session_id}")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop: accept nothing new; give running runs ``grace`` seconds, then cancel them.
+
+        Queued runs stay ``pending`` in the store and are picked up on the next start.
+        """
+        self._accepting = False
+        self._stopping = True  # start nothing more: the queue stays pending in the store
+        if self._running and grace:
+            await asyncio.wait(list(self._running.values()), timeout=grace)
+        for task in list(self._running.values()):
+            task.cancel("shutdown")
+        if self._running:
+            await asyncio.wait(list(self._running.values()))
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        for run_id in list(self._queue):
+            self._handles.pop(run_id, None)._fail(  # type: ignore[union-attr]
+                StateError(f"run {run_id} was left queued when its server stopped", hint="it runs on next start")
+            )
+        self._queue.clear()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Finish what is queued and running; accept nothing new meanwhile."""
+        self._accepting = False
+        self._draining = True
+        self._wakeup.set()
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def submit_run(
+        self,
+        input: Any,
+        *,
+        idempotency_key: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        front: bool = False,
+        **options: Any,
+    ) -> RunHandle:
+        """Queue a run and return its handle at once; a full queue raises QueueFullError."""
+        if not self._accepting:
+            raise StateError(
+                f"session {self.session_id} is {'draining' if self._draining else 'stopped'}; it accepts no new runs",
+                hint="wait for the drain to finish, then submit again",
+            )
+        if idempotency_key is not None:
+            existing = await self._kernel.store.find_run_by_idempotency_key(self.session_id, idempotency_key)
+            if existing is not None:
+                return self._handle_for_existing(existing)
+        if len(self._queue) >= self.settings.max_queued_runs:
+            raise QueueFullError(
+                f"session {self.session_id} already has {len(self._queue)} queued runs "
+                f"(max_queued_runs = {self.settings.max_queued_runs})",
+                hint="retry later, or raise runtime.max_queued_runs",
+                session_id=self.session_id,
+            )
+        session = await self._kernel.sessions.get(self.session_id)
+        if session.status is SessionStatus.PAUSED and self.settings.on_paused == "reject":
+            raise StateError(
+                f"session {self.session_id} is paused; runtime.on_paused = 'reject' refuses new runs",
+                hint="resume the session first",
+            )
+        run = await self._kernel.sessions.start_run(
+            self.session_id,
+            input,
+            provider=provider,
+            model=model,
+            idempotency_key=idempotency_key,
+            metadata=metadata,
+            options=options,
+        )
+        if run.status is not RunStatus.PENDING or run.id in self._handles:
+            return self._handle_for_existing(run)
+        return self._enqueue(run.id, front=front)
+
+    def _enqueue(self, run_id: str, *, front: bool = False) -> RunHandle:
+        handle = RunHandle(self.session_id, run_id)
+        self._handles[run_id] = handle
+        if front:
+            self._queue.appendleft(run_id)
+        else:
+            self._queue.append(run_id)
+        self._idle.clear()
+        self._wakeup.set()
+        return handle
+
+    def _handle_for_existing(self, run: Any) -> RunHandle:
+        if run.id in self._handles:
+            return self._handles[run.id]
+        handle = RunHandle(self.session_id, run.id)
+        if run.status.terminal:
+            handle._resolve(self._kernel.sessions._result(run))
+        elif run.status is RunStatus.PENDING:
+            return self._enqueue(run.id)
+        else:  # running elsewhere (another process): follow it through the store
+            self._handles[run.id] = handle
+            self._followers.add(task := asyncio.create_task(self._follow(handle)))
+            task.add_done_callback(self._followers.discard)
+        return handle
+
+    async def _follow(self, handle: RunHandle) -> None:
+        while True:
+            run = await self._kernel.store.get_run(handle.run_id)
+            if run.status.terminal:
+                handle._resolve(self._kernel.sessions._result(run))
+                self._handles.pop(handle.run_id, None)
+                return
+            await self._kernel.store.wait(
+                self.session_id, after=await self._kernel.store.last_seq(self.session_id), timeout=1.0
+            )
+
+    async def await_run(self, run_id: str, timeout: float | None = None) -> RunResult:
+        handle = self._handles.get(run_id)
+        if handle is None:
+            run = await self._kernel.store.get_run(run_id)
+            if run.session_id != self.session_id:
+                raise RunNotFoundError(f"run {run_id} belongs to session {run.session_id}, not {self.session_id}")
+            if run.status.terminal:
+                return self._kernel.sessions._result(run)
+            handle = self._handle_for_existing(run)
+        return await handle.result(timeout)
+
+    async def execute_run(self, input: Any, **kwargs: Any) -> RunResult:
+        """Submit and wait for the result."""
+        handle = await self.submit_run(input, **kwargs)
+        return await handle.result()
+
+    async def cancel_run(self, run_id: str, reason: str = "cancelled") -> RunResult:
+        """Cancel a queued or running run; cancelling a finished run is refused."""
+        if run_id in self._queue:
+            self._queue.remove(run_id)
+            result = await self._kernel.sessions.cancel_pending(run_id, reason)
+            self._handles.pop(run_id)._resolve(result)
+            self._check_idle()
+            return result
+        task = self._running.get(run_id)
+        if task is not None:
+            handle = self._handles[run_id]
+            task.cancel(reason)
+            return await handle.result()
+        run = await self._kernel.store.get_run(run_id)
+        if run.status.terminal:
+            raise StateError(f"run {run_id} already ended {run.status.value}", hint="there is nothing to cancel")
+        if run.status is RunStatus.PENDING and run.session_id == self.session_id:
+            return await self._kernel.sessions.cancel_pending(run_id, reason)
+        raise StateError(f"run {run_id} is not queued or running in this process")
+
+    async def interrupt_run(self, input: Any, **kwargs: Any) -> RunHandle:
+        """Cancel what is running and run ``input`` next, ahead of anything queued."""
+        handle = await self.submit_run(input, front=True, **kwargs)
+        for run_id, task in list(self._running.items()):
+            task.cancel("interrupted")
+            await self._handles[run_id].result()
+        return handle
+
+    def status(self) -> ServerStatus:
+        return ServerStatus(
+            session_id=self.session_id,
+            running=tuple(self._running),
+            queued=tuple(self._queue),
+            accepting=self._accepting,
+            draining=self._draining,
+        )
+
+    def wake(self) -> None:
+        """Re-check the queue (the session was resumed, a slot was freed, ...)."""
+        self._wakeup.set()
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        if not self._queue and not self._running:
+            self._idle.set()
+            self.last_active = asyncio.get_running_loop().time()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._start_what_fits()
+            except Exception:  # e.g. the store is briefly unavailable: keep the queue, retry
+                log.exception("session %s: could not start queued runs; retrying", self.session_id)
+                await asyncio.sleep(1.0)
+                self._wakeup.set()
+
+    async def _start_what_fits(self) -> None:
+        limiter = self._supervisor.limiter
+        while self._queue and not self._stopping and len(self._running) < self.settings.max_concurrent_runs:
+            session = await self._kernel.sessions.get(self.session_id)
+            if session.status is SessionStatus.PAUSED:
+                break  # resumed later through wake()
+            if session.status.terminal:
+                for run_id in list(self._queue):
+                    await self.cancel_run(run_id, reason=f"session {session.status.value}")
+                break
+            await limiter.acquire()
+            if not self._queue:  # cancelled while we waited for a slot
+                limiter.release()
+                break
+            run_id = self._queue.popleft()
+            self._running[run_id] = asyncio.create_task(self._execute(run_id), name=f"asm-run-{run_id}")
+        self._check_idle()
+
+    async def _execute(self, run_id: str) -> None:
+        handle = self._handles[run_id]
+        try:
+            result = await self._kernel.sessions.execute(run_id, raise_on_error=False)
+            handle._resolve(result)
+        except asyncio.CancelledError:
+            run = await self._kernel.store.get_run(run_id)
+            handle._resolve(self._kernel.sessions._result(run))
+        except Exception as exc:  # the run is recorded failed by the session manager
+            log.exception("run %s crashed", run_id)
+            try:
+                run = await self._kernel.store.get_run(run_id)
+                handle._resolve(self._kernel.sessions._result(run))
+            except Exception:
+                handle._fail(exc)
+        finally:
+            self._supervisor.limiter.release()
+            self._running.pop(run_id, None)
+            self._handles.pop(run_id, None)
+            self._check_idle()
+            self._wakeup.set()

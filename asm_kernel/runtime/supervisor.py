@@ -1,0 +1,262 @@
+"""Supervisor: the session servers of one process, global limits, recovery and subscriptions.
+
+Reached as ``kernel.runtime``. It starts on first use (or ``await kernel.runtime.start()``):
+
+1. **recovery** — runs that a dead process left ``running`` are closed with ``run_failed``
+   (reason ``crashed``); with ``runtime.recovery = "requeue"`` a new pending run with the same
+   input is queued, at most ``max_recovery_attempts`` times per original run;
+2. **resume** — runs left ``pending`` (queued when the last process stopped) are queued again,
+   oldest first, in their sessions' servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from attrs import frozen
+
+from .. import hookimpl
+from ..errors import LimitExceededError, RunCrashedError, StoreCorruptError, ValidationError
+from ..model import Event, Run, RunResult, RunStatus, SessionStatus
+from .limiter import ConcurrencyLimiter
+from .server import RunHandle, ServerStatus, SessionServer
+
+if TYPE_CHECKING:
+    from ..kernel import Kernel
+
+__all__ = ["Supervisor", "RecoveryReport"]
+
+log = logging.getLogger("asm.runtime")
+
+RECOVERY_ATTEMPT_KEY = "asm.recovery_attempt"
+RECOVERY_OF_KEY = "asm.recovery_of"
+_PAGE = 500
+
+
+@frozen
+class RecoveryReport:
+    """What :meth:`Supervisor.start` found: crashed runs closed, runs requeued, pending resumed."""
+
+    crashed: tuple[str, ...] = ()
+    requeued: tuple[str, ...] = ()
+    resumed: tuple[str, ...] = ()
+
+
+class _TransitionListener:
+    """Wakes a session's server when the session changes status (resume after a handoff)."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+
+    @hookimpl
+    def asm_session_transition(self, session: Any, new_status: SessionStatus) -> None:
+        server = self._supervisor.lookup(session.id)
+        if server is not None:
+            server.wake()
+
+
+class Supervisor:
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.settings = kernel.config.runtime
+        self.limiter = ConcurrencyLimiter(self.settings.max_running_runs)
+        self._servers: dict[str, SessionServer] = {}
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self.last_recovery = RecoveryReport()
+        kernel.plugins.register_object(_TransitionListener(self), "asm.runtime")
+
+    def __repr__(self) -> str:
+        return f"Supervisor(servers={len(self._servers)}, running={self.limiter.running})"
+
+    # -- start and stop ---------------------------------------------------------------------
+
+    async def start(self) -> RecoveryReport:
+        """Recover crashed runs and resume pending ones (once); later calls are no-ops."""
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return self.last_recovery
+            self._started = True
+            crashed, requeued = await self._recover()
+            resumed = await self._resume_pending()
+            self.last_recovery = RecoveryReport(tuple(crashed), tuple(requeued), tuple(resumed))
+            self._reaper = asyncio.create_task(self._reap_idle(), name="asm-runtime-reaper")
+            return self.last_recovery
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop every server: running runs get ``grace`` seconds, queued ones stay pending."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+            self._reaper = None
+        grace = self.settings.shutdown_grace if grace is None else grace
+        servers = list(self._servers.values())
+        self._servers.clear()
+        await asyncio.gather(*(s.stop(grace) for s in servers), return_exceptions=True)
+        self._started = False
+
+    async def _all_runs(self, status: RunStatus) -> list[Run]:
+        found: list[Run] = []
+        while True:
+            page = await self.kernel.store.list_runs(status=status, limit=_PAGE, offset=len(found))
+            found.extend(page)
+            if len(page) < _PAGE:
+                return found
+
+    async def _recover(self) -> tuple[list[str], list[str]]:
+        crashed: list[str] = []
+        requeued: list[str] = []
+        for run in await self._all_runs(RunStatus.RUNNING):
+            error = RunCrashedError(
+                f"run {run.id} was left running by a process that stopped before it finished",
+                hint="it was closed on the next start; see runtime.recovery to requeue such runs",
+                reason="crashed",
+            )
+            await self.kernel.sessions.fail_crashed(run.id, error)
+            crashed.append(run.id)
+            attempt = int(run.metadata.get(RECOVERY_ATTEMPT_KEY, 0))
+            if self.settings.recovery != "requeue" or attempt >= self.settings.max_recovery_attempts:
+                continue
+            session = await self.kernel.sessions.get(run.session_id)
+            if session.status.terminal:
+                continue
+            again = await self.kernel.sessions.start_run(
+                run.session_id,
+                run.input,
+                provider=run.provider,
+                model=run.model,
+                metadata={**run.metadata, RECOVERY_ATTEMPT_KEY: attempt + 1, RECOVERY_OF_KEY: run.id},
+            )
+            requeued.append(again.id)
+        if crashed:
+            log.warning("recovered %d crashed run(s); requeued %d", len(crashed), len(requeued))
+        return crashed, requeued
+
+    async def _resume_pending(self) -> list[str]:
+        pending = sorted(await self._all_runs(RunStatus.PENDING), key=lambda r: (r.created_at, r.id))
+        resumed = []
+        for run in pending:
+            server = await self._server(run.session_id, start=False)
+            server._enqueue(run.id)
+            resumed.append(run.id)
+        return resumed
+
+    async def _reap_idle(self) -> None:
+        interval = max(0.05, min(self.settings.idle_timeout / 2, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            now = asyncio.get_running_loop().time()
+            for sid, server in list(self._servers.items()):
+                if server.status().idle and now - server.last_active >= self.settings.idle_timeout:
+                    await self.stop_server(sid)
+
+    # -- servers ----------------------------------------------------------------------------
+
+    def lookup(self, session_id: str) -> SessionServer | None:
+        """The running server of a session, if there is one."""
+        return self._servers.get(session_id)
+
+    async def server(self, session_id: str) -> SessionServer:
+        """Get or start the server of ``session_id`` (the session must exist)."""
+        await self.start()
+        return await self._server(session_id)
+
+    async def _server(self, session_id: str, start: bool = True) -> SessionServer:
+        server = self._servers.get(session_id)
+        if server is not None:
+            return server
+        await self.kernel.sessions.get(session_id)  # unknown ids raise SessionNotFoundError
+        if len(self._servers) >= self.settings.max_active_sessions:
+            for sid, other in list(self._servers.items()):
+                if other.status().idle:
+                    await self.stop_server(sid)
+                    break
+            else:
+                raise LimitExceededError(
+                    f"{len(self._servers)} sessions are active in this process "
+                    f"(runtime.max_active_sessions = {self.settings.max_active_sessions})",
+                    hint="retry when some finish, or raise runtime.max_active_sessions",
+                )
+        server = self._servers.get(session_id)  # another task may have made it meanwhile
+        if server is None:
+            server = self._servers[session_id] = SessionServer(self, session_id, self.settings)
+            server.start()
+        return server
+
+    async def stop_server(self, session_id: str) -> None:
+        server = self._servers.pop(session_id, None)
+        if server is not None:
+            await server.stop(self.settings.shutdown_grace)
+
+    def servers(self) -> list[ServerStatus]:
+        return [s.status() for s in self._servers.values()]
+
+    # -- operations by id -------------------------------------------------------------------
+
+    async def submit_run(self, session_id: str, input: Any, **kwargs: Any) -> RunHandle:
+        """Queue a run in the session; returns its handle at once."""
+        return await (await self.server(session_id)).submit_run(input, **kwargs)
+
+    async def execute_run(self, session_id: str, input: Any, **kwargs: Any) -> RunResult:
+        """Queue a run and wait for its result."""
+        return await (await self.server(session_id)).execute_run(input, **kwargs)
+
+    async def await_run(self, run_id: str, timeout: float | None = None) -> RunResult:
+        run = await self.kernel.store.get_run(run_id)
+        return await (await self.server(run.session_id)).await_run(run_id, timeout)
+
+    async def cancel_run(self, run_id: str, reason: str = "cancelled") -> RunResult:
+        run = await self.kernel.store.get_run(run_id)
+        return await (await self.server(run.session_id)).cancel_run(run_id, reason)
+
+    async def interrupt_run(self, session_id: str, input: Any, **kwargs: Any) -> RunHandle:
+        return await (await self.server(session_id)).interrupt_run(input, **kwargs)
+
+    async def status(self, session_id: str) -> ServerStatus:
+        server = self.lookup(session_id)
+        if server is None:
+            await self.kernel.sessions.get(session_id)
+            return ServerStatus(session_id, (), (), accepting=True, draining=False)
+        return server.status()
+
+    async def drain(self, session_id: str, timeout: float | None = None) -> None:
+        server = self.lookup(session_id)
+        if server is not None:
+            await server.drain(timeout)
+
+    # -- following a session ----------------------------------------------------------------
+
+    async def wait(self, session_id: str, *, after: int, timeout: float) -> list[Event]:
+        """Long-poll: events after ``after``, waiting up to ``timeout`` seconds for the first."""
+        if not isinstance(timeout, int | float) or timeout < 0:
+            raise ValidationError(f"timeout must be >= 0 seconds, got {timeout!r}", path="timeout")
+        await self.kernel.sessions.get(session_id)
+        return await self.kernel.store.wait(session_id, after=after, timeout=timeout)
+
+    async def subscribe(self, session_id: str, *, after: int = 0, poll: float = 1.0) -> AsyncIterator[Event]:
+        """Every event after ``after``: the stored ones first, then new ones as they arrive.
+
+        The switch from replay to live is seamless (no gap, no duplicate) because both come from
+        the store by seq; a consumer that reconnects with its last seq misses nothing. ``poll``
+        bounds how long one wait lasts, so appends made by other processes are seen too.
+        """
+        if not isinstance(after, int) or after < 0:
+            raise ValidationError(f"after must be an integer >= 0, got {after!r}", path="after")
+        await self.kernel.sessions.get(session_id)
+        cursor = after
+        while True:
+            events = await self.kernel.store.wait(session_id, after=cursor, timeout=poll)
+            for event in events:
+                if event.seq != cursor + 1:  # the store contract makes this impossible
+                    raise StoreCorruptError(
+                        f"session {session_id} has a gap in its log: seq {cursor} is followed by {event.seq}",
+                        hint="the store broke its contract; check it with its conformance suite",
+                    )
+                cursor = event.seq
+                yield event
