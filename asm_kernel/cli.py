@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -172,8 +174,29 @@ def _events_table(events: Iterable[Any], out: TextIO) -> None:
 # -- commands ---------------------------------------------------------------------------------
 
 
+class Terminated(Exception):
+    """SIGTERM arrived: the running command was cancelled (and recorded its runs as cancelled)."""
+
+
 def _run_async(coro: Any) -> Any:
-    return asyncio.run(coro)
+    """Run a command's coroutine; SIGINT and SIGTERM cancel it cleanly.
+
+    Cancellation unwinds through the kernel, so a run in progress is stored as ``run_cancelled``
+    and the store is closed before the process exits.
+    """
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
+                loop.add_signal_handler(signal.SIGTERM, task.cancel, "SIGTERM")
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise Terminated() from None
 
 
 def cmd_init(args: argparse.Namespace, ctx: CliContext) -> int:
@@ -581,6 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("asm: interrupted\n")
         return 130
+    except Terminated:
+        sys.stderr.write("asm: terminated\n")
+        return 143
     except BrokenPipeError:
         return 0
 
