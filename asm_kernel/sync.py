@@ -103,3 +103,11 @@ class SyncKernel:
 
     def runs(self, session_id: str, **filters: Any) -> Sequence[Run]:
         return self._call(self.kernel.sessions.runs(session_id, **filters))
+
+    def execute_run(self, session_id: str, input: Any, **options: Any) -> RunResult:
+        """Queue a run through the runtime (FIFO with the session's other runs) and wait for it."""
+        return self._call(self.kernel.runtime.execute_run(session_id, input, **options))
+
+    def recover(self) -> Any:
+        """Start the runtime: close crashed runs and resume pending ones (a RecoveryReport)."""
+        return self._call(self.kernel.runtime.start())

@@ -380,3 +380,13 @@ async def test_bad_ids_and_limits() -> None:
     for bad in ({"max_concurrent_runs": 0}, {"max_queued_runs": -1}, {"idle_timeout": 0}):
         with pytest.raises(ConfigError, match=r"runtime\."):
             Kernel({"store": {"use": "memory"}, "runtime": bad})
+
+
+def test_sync_wrappers() -> None:
+    from asm_kernel import SyncKernel
+
+    with SyncKernel({"store": {"use": "memory"}}) as asm:
+        report = asm.recover()
+        assert report.crashed == ()
+        s = asm.create_session()
+        assert asm.execute_run(s.id, "queued hello").output == "queued hello"
