@@ -36,6 +36,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "builtin.echo": "asm_kernel.builtin.echo",
     "builtin.scripted": "asm_kernel.builtin.scripted",
     "builtin.log": "asm_kernel.builtin.log",
+    "builtin.routers": "asm_kernel.builtin.routers",
 }
 
 

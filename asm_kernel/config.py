@@ -39,6 +39,7 @@ __all__ = [
     "PluginsConfig",
     "RunDefaults",
     "RuntimeConfig",
+    "ResilienceConfig",
     "Config",
     "load_config",
     "config_from_dict",
@@ -119,6 +120,8 @@ class RunDefaults:
     temperature: float | None = None
     max_turns: int = 8
     agent_id: str = "default"
+    requires: tuple[str, ...] = ()
+    prefers: tuple[str, ...] = ()
 
 
 def _at_least_one(instance: Any, attribute: Any, value: int) -> None:
@@ -131,9 +134,29 @@ def _positive_number(instance: Any, attribute: Any, value: float) -> None:
         raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
 
 
+def _non_negative_number(instance: Any, attribute: Any, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{attribute.name} must be a number >= 0, got {value!r}")
+
+
 def _non_negative_int(instance: Any, attribute: Any, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{attribute.name} must be an integer >= 0, got {value!r}")
+
+
+@frozen
+class ResilienceConfig:
+    """``[resilience]``: retries, failover and circuit breakers."""
+
+    max_attempts: int = field(default=2, validator=_at_least_one)
+    initial_backoff: float = field(default=0.5, validator=_non_negative_number)
+    max_backoff: float = field(default=8.0, validator=_non_negative_number)
+    multiplier: float = field(default=2.0, validator=_positive_number)
+    jitter: bool = True
+    deadline: float = field(default=120.0, validator=_positive_number)
+    failover: bool = True
+    breaker_threshold: int = field(default=5, validator=_at_least_one)
+    breaker_cooldown: float = field(default=30.0, validator=_positive_number)
 
 
 @frozen
@@ -162,6 +185,7 @@ class Config:
     plugins: PluginsConfig = field(factory=PluginsConfig)
     run: RunDefaults = field(factory=RunDefaults)
     runtime: RuntimeConfig = field(factory=RuntimeConfig)
+    resilience: ResilienceConfig = field(factory=ResilienceConfig)
     home: Path = field(factory=lambda: default_home())
     source: Path | None = None
     secret_paths: frozenset[str] = frozenset()
@@ -320,7 +344,19 @@ def _interpolate(value: Any, path: str, env: Mapping[str, str], secrets: set[str
     return _INTERPOLATE.sub(replace, value)
 
 
-_TOP_LEVEL = {"store", "providers", "router", "policies", "telemetry", "tools", "plugins", "run", "runtime", "home"}
+_TOP_LEVEL = {
+    "store",
+    "providers",
+    "router",
+    "policies",
+    "telemetry",
+    "tools",
+    "plugins",
+    "run",
+    "runtime",
+    "resilience",
+    "home",
+}
 
 
 def _did_you_mean(key: str, options: typing.Iterable[str]) -> str:
@@ -398,6 +434,7 @@ def config_from_dict(
     plugins_cfg = validate_settings(PluginsConfig, plugins, "plugins")
     run_cfg = validate_settings(RunDefaults, data.get("run", {}), "run")
     runtime_cfg = validate_settings(RuntimeConfig, data.get("runtime", {}), "runtime")
+    resilience_cfg = validate_settings(ResilienceConfig, data.get("resilience", {}), "resilience")
 
     home = data.get("home")
     if home is not None and not isinstance(home, str):
@@ -416,6 +453,7 @@ def config_from_dict(
         plugins=plugins_cfg,
         run=run_cfg,
         runtime=runtime_cfg,
+        resilience=resilience_cfg,
         home=home_path,
         source=source,
         secret_paths=frozenset(secret_paths),

@@ -39,6 +39,15 @@ class EventType(enum.StrEnum):
     RUN_TIMED_OUT = "run_timed_out"
     ERROR_OCCURRED = "error_occurred"
 
+    ROUTING_DECIDED = "routing_decided"
+    CAPABILITY_DEGRADED = "capability_degraded"
+    HISTORY_DOWNGRADED = "history_downgraded"
+    PROVIDER_ATTEMPT_FAILED = "provider_attempt_failed"
+    RETRY_SCHEDULED = "retry_scheduled"
+    PROVIDER_FAILOVER = "provider_failover"
+    PROVIDER_SKIPPED = "provider_skipped"
+    BREAKER_STATE_CHANGED = "breaker_state_changed"
+
 
 #: Types whose loss on a crash costs nothing durable (the final message repeats them), so the
 #: store may write them behind instead of making the caller wait for the commit.
@@ -52,7 +61,12 @@ PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
     EventType.SESSION_COMPLETED: {"from": "session status"},
     EventType.SESSION_FAILED: {"from": "session status", "reason": "str | null"},
     EventType.SESSION_CANCELLED: {"from": "session status", "reason": "str | null"},
-    EventType.RUN_STARTED: {"provider": "str", "model": "str", "input": "message"},
+    EventType.RUN_STARTED: {
+        "provider": "str: the first candidate (the one that answered is on message_received)",
+        "model": "str",
+        "input": "message",
+        "requested_provider": "str | null: the provider the caller asked for by name",
+    },
     EventType.MESSAGE_SENT: {"message": "message (role user): the input of the run"},
     EventType.MESSAGE_STREAMED: {"text": "str: one text delta", "index": "int: content block"},
     EventType.THINKING_STREAMED: {"text": "str: one reasoning delta", "index": "int"},
@@ -79,12 +93,54 @@ PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
         "stop_reason": "str",
         "usage": "usage of the whole run",
         "cost": "float | null",
+        "provider": "str: the provider that answered",
         "pending_tool_calls": "list[str]: ids of tool calls the caller must answer",
     },
-    EventType.RUN_FAILED: {"error": "error object: code, type, message, retryable, ..."},
+    EventType.RUN_FAILED: {
+        "error": "error object: code, type, message, retryable, ...",
+        "reason": "str, only for recovery: crashed",
+    },
     EventType.RUN_CANCELLED: {"reason": "str | null"},
     EventType.RUN_TIMED_OUT: {"timeout": "float: seconds"},
     EventType.ERROR_OCCURRED: {"error": "error object", "during": "str: what was being done"},
+    EventType.ROUTING_DECIDED: {
+        "candidates": "list[str]: providers in the order they will be tried",
+        "negotiation": "object: per provider, outcome (full|degraded|rejected) and what is missing",
+    },
+    EventType.CAPABILITY_DEGRADED: {
+        "provider": "str",
+        "outcome": "degraded",
+        "missing_preferred": "list[str]",
+        "history_downgrades": "list[str]: capabilities the history needs that this provider lacks",
+    },
+    EventType.HISTORY_DOWNGRADED: {
+        "provider": "str",
+        "missing": "list[str]",
+        "images": "int: images replaced by text",
+        "tool_blocks": "int: tool calls/results rendered as text",
+        "reasoning_blocks": "int: reasoning blocks left out",
+    },
+    EventType.PROVIDER_ATTEMPT_FAILED: {"provider": "str", "model": "str", "attempt": "int", "error": "error object"},
+    EventType.RETRY_SCHEDULED: {
+        "provider": "str",
+        "model": "str",
+        "attempt": "int: the attempt about to be made",
+        "delay": "float: seconds (backoff with jitter, at least the server's retry-after)",
+        "error_code": "str",
+    },
+    EventType.PROVIDER_FAILOVER: {"from": "str", "to": "str", "error_code": "str"},
+    EventType.PROVIDER_SKIPPED: {
+        "provider": "str",
+        "model": "str",
+        "reason": "str",
+        "retry_in": "float: seconds until a probe is allowed",
+    },
+    EventType.BREAKER_STATE_CHANGED: {
+        "provider": "str",
+        "model": "str",
+        "from": "closed | open | half_open",
+        "to": "closed | open | half_open",
+    },
 }
 
 

@@ -112,6 +112,15 @@ def asm_before_provider_request(
 
 
 @hookspec
+def asm_route_candidates(candidates: list[str], session: Session, run: Run) -> list[str] | None:
+    """Veto or reorder the providers a run will try, after the router ordered them.
+
+    Return a new list (a subset of ``candidates``, in the order to try) or None to leave it.
+    Implementations are chained. Returning an empty list fails the run with a CapabilityError.
+    """
+
+
+@hookspec
 def asm_after_provider_response(session: Session, run: Run, provider: str, message: Message, usage: Usage) -> None:
     """A provider returned a complete message (already stored as ``message_received``)."""
 

@@ -81,6 +81,7 @@ class Kernel:
         self.policies: list[Any] = []
         self.telemetry: list[Any] = []
         self.router: Any = None
+        self.breakers: Any = None
         self._started = False
         from .runtime.supervisor import Supervisor
         from .sessions import SessionManager
@@ -186,8 +187,19 @@ class Kernel:
             self.tools[tool.spec.name] = tool
         self.policies = [self.build("policy", c) for c in cfg.policies]
         self.telemetry = [self.build("telemetry", c) for c in cfg.telemetry]
+        from .resilience import BreakerBoard
+
+        self.breakers = BreakerBoard(cfg.resilience)
         if cfg.router is not None:
             self.router = self.build("router", cfg.router)
+        else:
+            # No [router]: the capability router, preferring [run] provider, then config order.
+            prefer = ([cfg.run.provider] if cfg.run.provider else []) + [
+                n for n in self.providers if n != cfg.run.provider
+            ]
+            self.router = self.build(
+                "router", ComponentConfig("capability", "capability", {"prefer": prefer}, "router")
+            )
 
     # -- lifecycle --------------------------------------------------------------------------
 

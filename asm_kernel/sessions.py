@@ -25,46 +25,33 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from attrs import evolve
-
 from .context.transcript import TranscriptBuilder
 from .errors import (
     AsmError,
     AsmRuntimeError,
-    ProviderError,
-    ProviderResponseError,
     RunTimeoutError,
     StateError,
-    ToolExecutionError,
     UnknownComponentError,
     ValidationError,
 )
 from .events import SCHEMA_VERSION, EventType
+from .execution import RunExecution, result_of
 from .model import (
-    ContentBlock,
     Event,
     ImageBlock,
     Message,
-    MessageDone,
-    ProviderRequest,
     Run,
     RunResult,
     RunStatus,
     Session,
     SessionStatus,
     TextBlock,
-    TextDelta,
-    ThinkingDelta,
     ToolResultBlock,
     ToolSpec,
-    ToolUseBlock,
-    Usage,
-    UsageUpdate,
 )
 from .serialization import to_dict
 
 if TYPE_CHECKING:
-    from .interfaces import Provider
     from .kernel import Kernel
 
 __all__ = ["SessionManager", "coerce_input", "encode_options", "decode_options", "OPTIONS_KEY"]
@@ -80,13 +67,6 @@ _TRANSITION_EVENTS = {
     SessionStatus.COMPLETED: EventType.SESSION_COMPLETED,
     SessionStatus.FAILED: EventType.SESSION_FAILED,
     SessionStatus.CANCELLED: EventType.SESSION_CANCELLED,
-}
-
-_TERMINAL_EVENT = {
-    RunStatus.COMPLETED: EventType.RUN_COMPLETED,
-    RunStatus.FAILED: EventType.RUN_FAILED,
-    RunStatus.CANCELLED: EventType.RUN_CANCELLED,
-    RunStatus.TIMED_OUT: EventType.RUN_TIMED_OUT,
 }
 
 
@@ -123,7 +103,18 @@ def coerce_input(value: Any, path: str = "input") -> Message:
 
 #: Run metadata key under which execution options of a queued run are kept.
 OPTIONS_KEY = "asm.options"
-_OPTION_NAMES = ("system", "tools", "max_tokens", "temperature", "max_turns", "timeout", "response_schema")
+_OPTION_NAMES = (
+    "system",
+    "tools",
+    "max_tokens",
+    "temperature",
+    "max_turns",
+    "timeout",
+    "response_schema",
+    "requires",
+    "prefers",
+    "exclude",
+)
 
 
 def encode_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,6 +134,11 @@ def encode_options(options: Mapping[str, Any]) -> dict[str, Any]:
         out["tools"] = [to_dict(t) for t in specs]
     if "response_schema" in out:
         out["response_schema"] = dict(out["response_schema"])
+    for key in ("requires", "prefers", "exclude"):
+        if key in out:
+            if isinstance(out[key], str) or not all(isinstance(v, str) for v in out[key]):
+                raise ValidationError(f"{key} must be a list of names, got {out[key]!r}", path=key)
+            out[key] = list(out[key])
     return out
 
 
@@ -153,20 +149,6 @@ def decode_options(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _RunState:
-    """Mutable bookkeeping of one executing run."""
-
-    def __init__(self, run: Run) -> None:
-        self.run = run
-        self.usage = Usage()
-        self.cost: float | None = None
-        self.output_started = False
-        self.last_message: Message | None = None
-        self.stop_reason: str | None = None
-        self.pending: tuple[ToolUseBlock, ...] = ()
-        self.model: str | None = run.model
-
-
 class SessionManager:
     """Session/run lifecycle operations over the kernel's store. Reached as ``kernel.sessions``."""
 
@@ -174,10 +156,15 @@ class SessionManager:
         self._kernel = kernel
         # Tail cache: the transcript of recently active sessions, extended by seq (LRU-bounded).
         self._transcripts: OrderedDict[str, TranscriptBuilder] = OrderedDict()
+        self._last_provider: dict[str, str] = {}
 
     @property
     def store(self) -> Any:
         return self._kernel.store
+
+    @property
+    def kernel(self) -> Kernel:
+        return self._kernel
 
     # -- event writing ----------------------------------------------------------------------
 
@@ -186,10 +173,10 @@ class SessionManager:
         self._kernel.published(stored)
         return stored
 
-    def _event(self, session_id: str, type_: str, payload: dict[str, Any], run_id: str | None = None) -> Event:
+    def make_event(self, session_id: str, type_: str, payload: dict[str, Any], run_id: str | None = None) -> Event:
         return Event(session_id=session_id, type=type_, payload=payload, run_id=run_id, schema_version=SCHEMA_VERSION)
 
-    def _notify(self, hook: str, session: Session | None, run: Run | None, /, **kwargs: Any) -> None:
+    def notify(self, hook: str, session: Session | None, run: Run | None, /, **kwargs: Any) -> None:
         self._kernel.plugins.notify(hook, self._kernel.hook_error_reporter(hook, session, run), **kwargs)
 
     # -- sessions ---------------------------------------------------------------------------
@@ -219,14 +206,14 @@ class SessionManager:
         await self._append(
             session.id,
             [
-                self._event(
+                self.make_event(
                     session.id,
                     EventType.SESSION_CREATED,
                     {"agent_id": session.agent_id, "metadata": session.metadata, "tags": list(session.tags)},
                 )
             ],
         )
-        self._notify(
+        self.notify(
             "asm_session_transition", session, None, session=session, old_status=None, new_status=session.status
         )
         return session
@@ -247,8 +234,8 @@ class SessionManager:
         payload: dict[str, Any] = {"from": session.status.value}
         if reason is not None:
             payload["reason"] = reason
-        await self._append(session_id, [self._event(session_id, event_type, payload)])
-        self._notify("asm_session_transition", new, None, session=new, old_status=session.status, new_status=to)
+        await self._append(session_id, [self.make_event(session_id, event_type, payload)])
+        self.notify("asm_session_transition", new, None, session=new, old_status=session.status, new_status=to)
         return new
 
     async def activate(self, session_id: str) -> Session:
@@ -311,17 +298,29 @@ class SessionManager:
 
     # -- runs -------------------------------------------------------------------------------
 
-    def _provider(self, name: str | None) -> tuple[str, Provider]:
-        """The configured provider ``name`` (default: ``run.provider``, else the first one)."""
+    def _check_provider(self, name: str | None) -> None:
         providers = self._kernel.providers
-        chosen = name or self._kernel.config.run.provider or next(iter(providers), None)
-        if chosen is None or chosen not in providers:
+        if name is not None and name not in providers:
             raise UnknownComponentError(
-                f"no provider named {chosen!r} is configured",
+                f"no provider named {name!r} is configured",
                 path="provider",
                 hint=f"configured providers: {', '.join(sorted(providers)) or 'none'}",
             )
-        return chosen, providers[chosen]
+
+    def remember_provider(self, session_id: str, name: str) -> None:
+        self._last_provider[session_id] = name
+        if len(self._last_provider) > TRANSCRIPT_CACHE_SIZE:
+            self._last_provider.pop(next(iter(self._last_provider)))
+
+    async def last_provider(self, session_id: str) -> str | None:
+        """The provider that answered the session's latest run (for stickiness)."""
+        cached = self._last_provider.get(session_id)
+        if cached is not None:
+            return cached
+        for event in reversed(await self.store.last(session_id, 200)):
+            if event.type == EventType.MESSAGE_RECEIVED:
+                return event.payload.get("provider")
+        return None
 
     async def start_run(
         self,
@@ -351,11 +350,11 @@ class SessionManager:
             existing = await self.store.find_run_by_idempotency_key(session_id, idempotency_key)
             if existing is not None:
                 return existing
-        provider_name, _ = self._provider(provider)
+        self._check_provider(provider)
         run = Run(
             session_id=session_id,
             input=message,
-            provider=provider_name,
+            provider=provider,
             model=model,
             idempotency_key=idempotency_key,
             metadata={**dict(metadata or {}), **({OPTIONS_KEY: stored_options} if stored_options else {})},
@@ -369,9 +368,11 @@ class SessionManager:
             raise StateError(f"run {run_id} is {run.status.value}, not pending", hint="cancel the task running it")
         session = await self.store.get_session(run.session_id)
         run = await self.store.update_run(run.transition(RunStatus.CANCELLED))
-        await self._append(session.id, [self._event(session.id, EventType.RUN_CANCELLED, {"reason": reason}, run.id)])
-        result = self._result(run)
-        self._notify("asm_run_finished", session, run, session=session, run=run, result=result)
+        await self._append(
+            session.id, [self.make_event(session.id, EventType.RUN_CANCELLED, {"reason": reason}, run.id)]
+        )
+        result = result_of(run)
+        self.notify("asm_run_finished", session, run, session=session, run=run, result=result)
         return result
 
     async def fail_crashed(self, run_id: str, error: AsmError) -> RunResult:
@@ -383,10 +384,14 @@ class SessionManager:
         run = await self.store.update_run(run.transition(RunStatus.FAILED, error=error.to_dict()))
         await self._append(
             session.id,
-            [self._event(session.id, EventType.RUN_FAILED, {"error": error.to_dict(), "reason": "crashed"}, run.id)],
+            [
+                self.make_event(
+                    session.id, EventType.RUN_FAILED, {"error": error.to_dict(), "reason": "crashed"}, run.id
+                )
+            ],
         )
-        result = self._result(run)
-        self._notify("asm_run_finished", session, run, session=session, run=run, result=result)
+        result = result_of(run)
+        self.notify("asm_run_finished", session, run, session=session, run=run, result=result)
         return result
 
     async def execute(self, run_id: str, **options: Any) -> RunResult:
@@ -451,7 +456,7 @@ class SessionManager:
             options=options,
         )
         if run.status is not RunStatus.PENDING:  # idempotent replay of a finished/ongoing run
-            yield self._result(run)
+            yield result_of(run)
             return
         async for item in self.stream_execute(run.id, raise_on_error=raise_on_error):
             yield item
@@ -467,6 +472,9 @@ class SessionManager:
         max_turns: int | None = None,
         timeout: float | None = None,
         response_schema: Mapping[str, Any] | None = None,
+        requires: Sequence[str] | None = None,
+        prefers: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
         raise_on_error: bool = True,
     ) -> AsyncIterator[Event | RunResult]:
         """Execute a pending run, yielding every stored event and finally the RunResult.
@@ -474,6 +482,8 @@ class SessionManager:
         ``system``, ``max_tokens``, ``temperature`` and ``max_turns`` default to ``[run]`` in the
         config. ``timeout`` (seconds) bounds the whole run; on expiry it ends ``timed_out``.
         ``tools`` adds tool specs the caller will answer itself (beside the kernel's tools).
+        ``requires``/``prefers`` name capabilities for negotiation (default ``[run]``);
+        ``exclude`` names providers this run must not use.
         """
         defaults = self._kernel.config.run
         run = await self.store.get_run(run_id)
@@ -500,13 +510,6 @@ class SessionManager:
                 f"session {session.id} is {session.status.value}; runs need an active session",
                 hint="resume the session first" if session.status is SessionStatus.PAUSED else "start a new session",
             )
-        provider_name, provider = self._provider(run.provider)
-        model = (
-            run.model
-            or (defaults.model if run.provider in (None, defaults.provider) else None)
-            or provider.default_model
-        )
-        state = _RunState(evolve(run, model=model))
         queue: asyncio.Queue[Event | RunResult | BaseException | None] = asyncio.Queue()
         options = {
             "system": system if system is not None else defaults.system,
@@ -514,35 +517,34 @@ class SessionManager:
             "max_tokens": max_tokens if max_tokens is not None else defaults.max_tokens,
             "temperature": temperature if temperature is not None else defaults.temperature,
             "response_schema": dict(response_schema) if response_schema is not None else None,
+            "requires": tuple(requires if requires is not None else stored.get("requires", ())),
+            "prefers": tuple(prefers if prefers is not None else stored.get("prefers", ())),
+            "exclude": tuple(exclude if exclude is not None else stored.get("exclude", ())),
         }
 
         async def emit(events: Sequence[Event]) -> None:
             for event in await self._append(session.id, events):
                 queue.put_nowait(event)
 
-        async def body() -> None:
-            await self._execute(session, provider_name, provider, state, turns, options, emit)
+        execution = RunExecution(self, session, run, options, emit)
 
         async def driver() -> None:
             try:
                 if timeout is not None:
                     async with asyncio.timeout(timeout):
-                        await body()
+                        await execution.body(turns)
                 else:
-                    await body()
-                result = await self._finish(session, state, RunStatus.COMPLETED, emit)
-                queue.put_nowait(result)
+                    await execution.body(turns)
+                queue.put_nowait(await execution.finish(RunStatus.COMPLETED))
             except TimeoutError:
-                err = RunTimeoutError(f"run {state.run.id} exceeded its timeout of {timeout} s", timeout=timeout)
-                result = await self._finish(
-                    session, state, RunStatus.TIMED_OUT, emit, error=err, extra={"timeout": timeout}
-                )
+                err = RunTimeoutError(f"run {run.id} exceeded its timeout of {timeout} s", timeout=timeout)
+                result = await execution.finish(RunStatus.TIMED_OUT, error=err, extra={"timeout": timeout})
                 queue.put_nowait(result)
                 queue.put_nowait(err)
             except asyncio.CancelledError as exc:
                 # Task.cancel(msg) carries why (e.g. "interrupted" from the runtime).
                 reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "cancelled"
-                await self._finish_shielded(session, state, RunStatus.CANCELLED, emit, extra={"reason": reason})
+                await execution.finish_shielded(RunStatus.CANCELLED, extra={"reason": reason})
                 raise
             except BaseException as exc:  # record every failure, then let it surface
                 error = (
@@ -550,24 +552,9 @@ class SessionManager:
                     if isinstance(exc, AsmError)
                     else AsmRuntimeError(f"run failed with an unexpected {type(exc).__name__}: {exc}")
                 )
-                if isinstance(error, ProviderError):
-                    error.output_started = error.output_started or state.output_started
-                    error.details["output_started"] = error.output_started
-                await emit(
-                    [
-                        self._event(
-                            session.id,
-                            EventType.ERROR_OCCURRED,
-                            {"error": error.to_dict(), "during": "run"},
-                            state.run.id,
-                        )
-                    ]
-                )
-                self._notify(
-                    "asm_on_error", session, state.run, error=error, session=session, run=state.run, during="run"
-                )
-                result = await self._finish(session, state, RunStatus.FAILED, emit, error=error)
-                queue.put_nowait(result)
+                await execution.emit(EventType.ERROR_OCCURRED, {"error": error.to_dict(), "during": "run"})
+                execution.notify("asm_on_error", error=error, session=session, run=execution.run, during="run")
+                queue.put_nowait(await execution.finish(RunStatus.FAILED, error=error))
                 queue.put_nowait(exc)
             finally:
                 queue.put_nowait(None)
@@ -586,7 +573,7 @@ class SessionManager:
                 if isinstance(item, BaseException):
                     if raise_on_error:
                         if isinstance(item, AsmError):
-                            item.details.setdefault("run_id", state.run.id)
+                            item.details.setdefault("run_id", run.id)
                             item.details.setdefault("session_id", session.id)
                         raise item
                     continue
@@ -601,297 +588,3 @@ class SessionManager:
                     await asyncio.shield(task)
             if not task.cancelled():
                 task.exception()  # retrieved here; the failure itself was already queued
-
-    async def _execute(
-        self,
-        session: Session,
-        provider_name: str,
-        provider: Provider,
-        state: _RunState,
-        max_turns: int,
-        options: dict[str, Any],
-        emit: Any,
-    ) -> None:
-        run = state.run.transition(RunStatus.RUNNING)
-        state.run = await self.store.update_run(run)
-        assert run.input is not None
-        await emit(
-            [
-                self._event(
-                    session.id,
-                    EventType.RUN_STARTED,
-                    {"provider": provider_name, "model": state.model, "input": to_dict(run.input)},
-                    run.id,
-                ),
-                self._event(session.id, EventType.MESSAGE_SENT, {"message": to_dict(run.input)}, run.id),
-            ]
-        )
-        self._notify("asm_run_started", session, state.run, session=session, run=state.run)
-        for policy in self._kernel.policies:
-            await policy.check_run(session=session, run=state.run, history=())
-        kernel_tools = self._kernel.tools
-        specs = tuple(t.spec for t in kernel_tools.values()) + options["tools"]
-        for turn in range(max_turns):
-            messages = await self.transcript(session.id)
-            request = ProviderRequest(
-                model=state.model or provider.default_model,
-                messages=messages,
-                system=options["system"],
-                tools=specs,
-                max_tokens=options["max_tokens"],
-                temperature=options["temperature"],
-                response_schema=options["response_schema"],
-                metadata={"session_id": session.id, "run_id": run.id},
-            )
-            request = self._kernel.plugins.chain(
-                "asm_before_provider_request",
-                "request",
-                request=request,
-                session=session,
-                run=state.run,
-                provider=provider_name,
-            )
-            if not isinstance(request, ProviderRequest):
-                raise ValidationError(
-                    "an asm_before_provider_request hook returned something that is not a ProviderRequest",
-                    hint="return attrs.evolve(request, ...) or None",
-                )
-            done = await self._call_provider(session, provider_name, provider, request, state, emit)
-            calls = done.message.tool_uses
-            if not calls:
-                return
-            await emit(
-                [
-                    self._event(
-                        session.id,
-                        EventType.TOOL_CALL_STARTED,
-                        {"tool_use_id": c.id, "name": c.name, "input": c.input},
-                        run.id,
-                    )
-                    for c in calls
-                ]
-            )
-            if any(c.name not in kernel_tools for c in calls):
-                state.pending = calls
-                return
-            for call in calls:
-                await self._run_tool(session, state, call, emit)
-            if turn == max_turns - 1:
-                state.stop_reason = "max_turns"
-
-    async def _call_provider(
-        self,
-        session: Session,
-        provider_name: str,
-        provider: Provider,
-        request: ProviderRequest,
-        state: _RunState,
-        emit: Any,
-    ) -> MessageDone:
-        run_id = state.run.id
-        usage: Usage | None = None
-        done: MessageDone | None = None
-        stream = provider.stream(request)
-        try:
-            async for item in stream:
-                if isinstance(item, TextDelta):
-                    if item.text:
-                        state.output_started = True
-                        await emit(
-                            [
-                                self._event(
-                                    session.id,
-                                    EventType.MESSAGE_STREAMED,
-                                    {"text": item.text, "index": item.index},
-                                    run_id,
-                                )
-                            ]
-                        )
-                elif isinstance(item, ThinkingDelta):
-                    state.output_started = True
-                    await emit(
-                        [
-                            self._event(
-                                session.id,
-                                EventType.THINKING_STREAMED,
-                                {"text": item.text, "index": item.index},
-                                run_id,
-                            )
-                        ]
-                    )
-                elif isinstance(item, UsageUpdate):
-                    usage = item.usage
-                elif isinstance(item, MessageDone):
-                    done = item
-                else:
-                    raise ProviderResponseError(
-                        f"provider {provider_name!r} yielded {type(item).__name__}, which is not a stream event",
-                        provider=provider_name,
-                        output_started=state.output_started,
-                    )
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if done is None:
-            raise ProviderResponseError(
-                f"provider {provider_name!r} ended its stream without a final message",
-                provider=provider_name,
-                output_started=state.output_started,
-                hint="the response was truncated; nothing partial is kept as an answer",
-            )
-        usage = done.usage or usage or Usage()
-        state.usage = state.usage + usage
-        state.model = done.model or state.model
-        state.last_message = done.message
-        state.stop_reason = done.stop_reason
-        cost = self._cost(provider, state.model, usage)
-        if cost is not None:
-            state.cost = (state.cost or 0.0) + cost
-        await emit(
-            [
-                self._event(
-                    session.id,
-                    EventType.MESSAGE_RECEIVED,
-                    {
-                        "message": to_dict(done.message),
-                        "stop_reason": done.stop_reason,
-                        "model": state.model,
-                        "provider": provider_name,
-                    },
-                    run_id,
-                ),
-                self._event(
-                    session.id,
-                    EventType.TOKEN_USAGE_UPDATED,
-                    {
-                        "usage": to_dict(usage),
-                        "total": to_dict(state.usage),
-                        "cost": cost,
-                    },
-                    run_id,
-                ),
-            ]
-        )
-        self._notify(
-            "asm_after_provider_response",
-            session,
-            state.run,
-            session=session,
-            run=state.run,
-            provider=provider_name,
-            message=done.message,
-            usage=usage,
-        )
-        state.run = evolve(state.run, usage=state.usage, cost=state.cost, model=state.model)
-        for policy in self._kernel.policies:
-            await policy.check_usage(session=session, run=state.run)
-        return done
-
-    @staticmethod
-    def _cost(provider: Provider, model: str | None, usage: Usage) -> float | None:
-        for info in provider.models:
-            if info.name == model and info.price is not None:
-                return info.price.cost(usage)
-        return None
-
-    async def _run_tool(self, session: Session, state: _RunState, call: ToolUseBlock, emit: Any) -> None:
-        tool = self._kernel.tools[call.name]
-        is_error = False
-        try:
-            for policy in self._kernel.policies:
-                await policy.check_tool(session=session, run=state.run, name=call.name, input=call.input)
-            output = await tool(call.input)
-        except AsmError as exc:
-            output, is_error = f"error: {exc}", True
-        except Exception as exc:  # a tool's failure is the model's to handle, not the run's
-            error = ToolExecutionError(f"tool {call.name!r} raised {type(exc).__name__}: {exc}", tool=call.name)
-            self._notify("asm_on_error", session, state.run, error=error, session=session, run=state.run, during="tool")
-            output, is_error = f"error: {type(exc).__name__}: {exc}", True
-        if not isinstance(output, str | list):
-            output = str(output)
-        await emit(
-            [
-                self._event(
-                    session.id,
-                    EventType.TOOL_CALL_COMPLETED,
-                    {
-                        "tool_use_id": call.id,
-                        "name": call.name,
-                        "output": output,
-                        "is_error": is_error,
-                    },
-                    state.run.id,
-                )
-            ]
-        )
-
-    async def _finish_shielded(self, *args: Any, **kwargs: Any) -> RunResult:
-        task = asyncio.ensure_future(self._finish(*args, **kwargs))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # A second cancel during clean-up: let the terminal write finish anyway.
-            await asyncio.wait({task})
-            raise
-
-    async def _finish(
-        self,
-        session: Session,
-        state: _RunState,
-        status: RunStatus,
-        emit: Any,
-        *,
-        error: AsmError | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> RunResult:
-        run = state.run
-        if run.status is RunStatus.PENDING and status is not RunStatus.CANCELLED:
-            run = run.transition(RunStatus.RUNNING)  # failed before it properly started
-        run = run.transition(
-            status,
-            output=state.last_message,
-            usage=state.usage,
-            cost=state.cost,
-            model=state.model,
-            stop_reason=state.stop_reason,
-            error=error.to_dict() if error else None,
-        )
-        state.run = await self.store.update_run(run)
-        payload: dict[str, Any] = dict(extra or {})
-        if status is RunStatus.COMPLETED:
-            payload.update(
-                {
-                    "output": state.last_message.text if state.last_message else "",
-                    "stop_reason": state.stop_reason,
-                    "usage": to_dict(state.usage),
-                    "cost": state.cost,
-                    "pending_tool_calls": [c.id for c in state.pending],
-                }
-            )
-        elif error is not None:
-            payload["error"] = error.to_dict()
-        await emit([self._event(session.id, _TERMINAL_EVENT[status], payload, run.id)])
-        result = self._result(state.run, state.pending)
-        self._notify("asm_run_finished", session, state.run, session=session, run=state.run, result=result)
-        return result
-
-    @staticmethod
-    def _result(run: Run, pending: tuple[ToolUseBlock, ...] = ()) -> RunResult:
-        blocks: tuple[ContentBlock, ...] = run.output.content if run.output else ()
-        if not pending and run.output is not None and run.stop_reason == "tool_use":
-            pending = tuple(b for b in blocks if isinstance(b, ToolUseBlock))
-        return RunResult(
-            session_id=run.session_id,
-            run_id=run.id,
-            status=run.status,
-            output=run.output.text if run.output else "",
-            message=run.output,
-            usage=run.usage,
-            cost=run.cost,
-            provider=run.provider,
-            model=run.model,
-            stop_reason=run.stop_reason,
-            error=run.error,
-            pending_tool_calls=pending,
-        )

@@ -54,6 +54,10 @@ class Recorder:
         return attrs.evolve(request, system="rewritten by hook")
 
     @hookimpl
+    def asm_route_candidates(self, candidates, session, run):
+        self.calls.append(("asm_route_candidates", {"candidates": list(candidates)}))
+
+    @hookimpl
     def asm_after_provider_response(self, session, run, provider, message, usage):
         self.calls.append(("asm_after_provider_response", {"message": message, "usage": usage}))
 
@@ -76,6 +80,7 @@ async def test_lifecycle_hooks_fire_in_order() -> None:
         "asm_kernel_started",
         "asm_session_transition",  # created
         "asm_session_transition",  # activated
+        "asm_route_candidates",
         "asm_run_started",
         "asm_before_provider_request",
         "asm_after_provider_response",
@@ -174,7 +179,12 @@ async def test_register_family_contributes_every_component_kind() -> None:
 
         @hookimpl
         def asm_register_routers(self, register):
-            register("myrouter", lambda s, c: built.setdefault("router", object()))
+            class Reverse:
+                def select(self, candidates, context):
+                    built["routed"] = [c.provider for c in candidates]
+                    return [c.provider for c in reversed(candidates)]
+
+            register("myrouter", lambda s, c: built.setdefault("router", Reverse()))
 
         @hookimpl
         def asm_register_policies(self, register):
@@ -225,7 +235,7 @@ async def test_register_family_contributes_every_component_kind() -> None:
     async with Kernel(cfg, providers={"s": provider}, plugins=[EverythingPlugin()]) as k:
         result = await k.run_once("go")
         assert k.store is built["store"] and k.router is built["router"]
-    assert result.output == "done"
+    assert result.output == "done" and built["routed"] == ["s"]
     assert built["checked_run"] and built["checked_usage"] and built["checked_tool"] == "upper"
     assert [e.seq for e in built["sink"].events] == list(range(1, len(built["sink"].events) + 1))
     assert provider.requests[1].messages[-1].tool_results[0].content == "ABC"

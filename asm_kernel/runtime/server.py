@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import frozen
 
 from ..errors import QueueFullError, RunNotFoundError, StateError
+from ..execution import result_of
 from ..model import RunResult, RunStatus, SessionStatus
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ class SessionServer:
             return self._handles[run.id]
         handle = RunHandle(self.session_id, run.id)
         if run.status.terminal:
-            handle._resolve(self._kernel.sessions._result(run))
+            handle._resolve(result_of(run))
         elif run.status is RunStatus.PENDING:
             return self._enqueue(run.id)
         else:  # running elsewhere (another process): follow it through the store
@@ -210,7 +211,7 @@ class SessionServer:
         while True:
             run = await self._kernel.store.get_run(handle.run_id)
             if run.status.terminal:
-                handle._resolve(self._kernel.sessions._result(run))
+                handle._resolve(result_of(run))
                 self._handles.pop(handle.run_id, None)
                 return
             await self._kernel.store.wait(
@@ -224,7 +225,7 @@ class SessionServer:
             if run.session_id != self.session_id:
                 raise RunNotFoundError(f"run {run_id} belongs to session {run.session_id}, not {self.session_id}")
             if run.status.terminal:
-                return self._kernel.sessions._result(run)
+                return result_of(run)
             handle = self._handle_for_existing(run)
         return await handle.result(timeout)
 
@@ -317,12 +318,12 @@ class SessionServer:
             handle._resolve(result)
         except asyncio.CancelledError:
             run = await self._kernel.store.get_run(run_id)
-            handle._resolve(self._kernel.sessions._result(run))
+            handle._resolve(result_of(run))
         except Exception as exc:  # the run is recorded failed by the session manager
             log.exception("run %s crashed", run_id)
             try:
                 run = await self._kernel.store.get_run(run_id)
-                handle._resolve(self._kernel.sessions._result(run))
+                handle._resolve(result_of(run))
             except Exception:
                 handle._fail(exc)
         finally:
