@@ -156,9 +156,11 @@ def no_candidate_error(
     missing = sorted({c for n in negotiations for c in n.missing_required})
     holders = {cap: sorted(name for name, p in providers.items() if cap in p.capabilities) for cap in missing}
     have = "; ".join(f"{cap}: {', '.join(names) or 'no configured provider'}" for cap, names in holders.items())
+    lacks = "; ".join(
+        f"{n.provider} lacks {', '.join(n.missing_required)}" for n in negotiations if n.missing_required
+    )
     message = why or (
-        f"no configured provider offers every required capability ({', '.join(sorted(requires))}); "
-        f"missing: {', '.join(missing) or '-'}"
+        f"no configured provider offers every required capability ({', '.join(sorted(requires))}): {lacks}"
     )
     return CapabilityError(
         message,

@@ -1,0 +1,257 @@
+"""asm's DuckDB store beside raw DuckDB floors, on a temp file, in one run.
+
+    python bench/bench_store.py [--events 10000] [--sessions 50] [--per-session 200]
+
+Scenarios
+  (a) ``--events`` events appended to one session one call at a time, each awaited;
+  (b) ``--sessions`` concurrent sessions x ``--per-session`` events, every append awaited
+      (asyncio.gather);
+  (c) after reopening the file: load the (a) session in full, and its last 50 events.
+
+Rows
+  asm safe     DuckDBStore(durability="safe"): every append awaits its commit (group commit)
+  asm fast     DuckDBStore(durability="fast"): stream deltas acknowledged before their commit
+  raw 1/commit one INSERT per commit (autocommit), no executemany - the durable floor per event
+  raw batch    every row in one transaction (Arrow when pyarrow is installed, else UNNEST lists)
+
+The events are ``message_streamed`` deltas, the type fast mode writes behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+from asm_duckdb.store import DuckDBStore
+
+from asm_kernel.model import Event, Session
+
+DDL = """CREATE TABLE events (id VARCHAR NOT NULL, session_id VARCHAR NOT NULL, seq BIGINT NOT NULL,
+    run_id VARCHAR, type VARCHAR NOT NULL, payload VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL,
+    schema_version INTEGER NOT NULL, PRIMARY KEY (session_id, seq));
+CREATE UNIQUE INDEX events_id ON events (id);"""
+
+rows_out: list[dict[str, object]] = []
+C = "(c) reopen, then read"
+
+
+def record(scenario: str, what: str, ops: int, events: int, wall: float, lat: list[float] | None = None,
+           commits: int | None = None) -> None:
+    mean = (statistics.fmean(lat) if lat else wall / ops) * 1000
+    p99 = statistics.quantiles(lat, n=100)[98] * 1000 if lat and len(lat) >= 100 else None
+    rows_out.append({
+        "scenario": scenario, "what": what, "ops": ops, "events": events, "wall_s": wall,
+        "events_s": events / wall if wall else float("inf"), "ms_op": mean, "p99": p99, "commits": commits,
+    })
+    print(f"  .. {scenario:<24} {what:<17} {wall:7.2f} s", file=sys.stderr, flush=True)
+
+
+def delta(session_id: str, i: int) -> Event:
+    return Event(session_id=session_id, type="message_streamed", payload={"text": f"tok{i} ", "index": 0})
+
+
+def raw_rows(session_id: str, n: int, start: int = 1) -> list[tuple[object, ...]]:
+    now = datetime.now(UTC)
+    return [
+        (uuid.uuid4().hex, session_id, start + i, None, "message_streamed",
+         json.dumps({"text": f"tok{i} ", "index": 0}), now, 1)
+        for i in range(n)
+    ]
+
+
+# -- asm ----------------------------------------------------------------------------------------
+
+
+async def asm_one_session(path: Path, durability: str, n: int) -> str:
+    store = DuckDBStore(path, durability=durability)
+    await store.open()
+    s = await store.create_session(Session(agent_id="bench"))
+    commits0 = store.stats.commits
+    lat: list[float] = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        await store.append(s.id, [delta(s.id, i)])
+        lat.append(time.perf_counter() - t)
+    await store.close()  # fast mode: the last write-behind commit is part of the cost
+    wall = time.perf_counter() - t0
+    record("(a) 1 session, serial", f"asm {durability}", n, n, wall, lat, store.stats.commits - commits0)
+    return s.id
+
+
+async def asm_concurrent(path: Path, durability: str, sessions: int, per: int) -> None:
+    store = DuckDBStore(path, durability=durability)
+    await store.open()
+    made = [await store.create_session(Session(agent_id="bench")) for _ in range(sessions)]
+    commits0 = store.stats.commits
+    lat: list[float] = []
+
+    async def writer(s: Session) -> None:
+        for i in range(per):
+            t = time.perf_counter()
+            await store.append(s.id, [delta(s.id, i)])
+            lat.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(writer(s) for s in made))
+    await store.close()
+    wall = time.perf_counter() - t0
+    total = sessions * per
+    record(f"(b) {sessions} sessions x {per}", f"asm {durability}", total, total, wall, lat,
+           store.stats.commits - commits0)
+
+
+async def asm_load(path: Path, session_id: str, n: int) -> None:
+    t0 = time.perf_counter()
+    store = DuckDBStore(path)
+    await store.open()
+    opened = time.perf_counter() - t0
+    record(C, "asm open", 1, 0, opened)
+    t0 = time.perf_counter()
+    events = await store.read(session_id)
+    wall = time.perf_counter() - t0
+    assert len(events) == n, len(events)
+    record(C, f"asm read {n}", 1, n, wall)
+    lat = []
+    for _ in range(50):
+        t = time.perf_counter()
+        last = await store.last(session_id, 50)
+        lat.append(time.perf_counter() - t)
+    assert [e.seq for e in last] == list(range(n - 49, n + 1))
+    record(C, "asm last 50", len(lat), 50 * len(lat), sum(lat), lat)
+    await store.close()
+
+
+# -- raw DuckDB floors ----------------------------------------------------------------------
+
+
+def raw_connect(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path))
+    con.execute(DDL)
+    return con
+
+
+def raw_autocommit(path: Path, scenario: str, sessions: int, per: int) -> None:
+    con = raw_connect(path)
+    sids = [uuid.uuid4().hex for _ in range(sessions)]
+    data = {sid: raw_rows(sid, per) for sid in sids}
+    order = [data[sid][i] for i in range(per) for sid in sids]  # interleaved like concurrent writers
+    sql = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    lat = []
+    t0 = time.perf_counter()
+    for row in order:
+        t = time.perf_counter()
+        con.execute(sql, row)
+        lat.append(time.perf_counter() - t)
+    wall = time.perf_counter() - t0
+    con.close()
+    record(scenario, "raw 1/commit", len(order), len(order), wall, lat, len(order))
+
+
+def raw_batch(path: Path, scenario: str, sessions: int, per: int) -> str:
+    con = raw_connect(path)
+    rows = [r for _ in range(sessions) for r in raw_rows(uuid.uuid4().hex, per)]
+    t0 = time.perf_counter()
+    con.execute("BEGIN")
+    try:
+        import pyarrow as pa
+
+        cols = list(zip(*rows, strict=True))
+        table = pa.table({
+            "id": cols[0], "session_id": cols[1], "seq": pa.array(cols[2], pa.int64()),
+            "run_id": pa.array(cols[3], pa.string()), "type": cols[4], "payload": cols[5],
+            "ts": pa.array(cols[6], pa.timestamp("us", tz="UTC")), "schema_version": pa.array(cols[7], pa.int32()),
+        })
+        con.register("batch", table)
+        con.execute("INSERT INTO events SELECT * FROM batch")
+        how = "raw batch/arrow"
+    except ImportError:
+        con.execute(
+            "INSERT INTO events SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::BIGINT[]), "
+            "unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), unnest($6::VARCHAR[]), "
+            "unnest($7::TIMESTAMPTZ[]), unnest($8::INTEGER[])",
+            [list(c) for c in zip(*rows, strict=True)],
+        )
+        how = "raw batch/unnest"
+    con.execute("COMMIT")
+    wall = time.perf_counter() - t0
+    con.close()
+    record(scenario, how, 1, len(rows), wall, None, 1)
+    return rows[0][1]  # type: ignore[return-value]
+
+
+def raw_load(path: Path, session_id: str, n: int) -> None:
+    t0 = time.perf_counter()
+    con = duckdb.connect(str(path))
+    record(C, "raw open", 1, 0, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    got = con.execute("SELECT * FROM events WHERE session_id = ? ORDER BY seq", [session_id]).fetchall()
+    wall = time.perf_counter() - t0
+    assert len(got) == n
+    record(C, f"raw read {n}", 1, n, wall)
+    lat = []
+    for _ in range(50):
+        t = time.perf_counter()
+        con.execute("SELECT * FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 50", [session_id]).fetchall()
+        lat.append(time.perf_counter() - t)
+    record(C, "raw last 50", len(lat), 50 * len(lat), sum(lat), lat)
+    con.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--per-session", type=int, default=200)
+    args = parser.parse_args()
+    n, sessions, per = args.events, args.sessions, args.per_session
+    with tempfile.TemporaryDirectory(prefix="asm-bench-") as tmp:
+        d = Path(tmp)
+        t_start = time.perf_counter()
+        a = "(a) 1 session, serial"
+        sid = asyncio.run(asm_one_session(d / "a-safe.duckdb", "safe", n))
+        asyncio.run(asm_one_session(d / "a-fast.duckdb", "fast", n))
+        raw_autocommit(d / "a-raw1.duckdb", a, 1, n)
+        raw_sid = raw_batch(d / "a-raw2.duckdb", a, 1, n)
+        b = f"(b) {sessions} sessions x {per}"
+        asyncio.run(asm_concurrent(d / "b-safe.duckdb", "safe", sessions, per))
+        asyncio.run(asm_concurrent(d / "b-fast.duckdb", "fast", sessions, per))
+        raw_autocommit(d / "b-raw1.duckdb", b, sessions, per)
+        raw_batch(d / "b-raw2.duckdb", b, sessions, per)
+        asyncio.run(asm_load(d / "a-safe.duckdb", sid, n))
+        raw_load(d / "a-raw2.duckdb", raw_sid, n)
+        total = time.perf_counter() - t_start
+
+    print(f"asm DuckDB store vs raw DuckDB - duckdb {duckdb.__version__}, python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cpus, temp file")
+    header = (f"{'scenario':<24} {'what':<17} {'ops':>6} {'events':>6} {'wall s':>7} {'events/s':>9} "
+              f"{'ms/op':>7} {'p99 ms':>7} {'commits':>7}")
+    print(header)
+    print("-" * len(header))
+    last = None
+    for r in rows_out:
+        if last is not None and r["scenario"] != last:
+            print("-" * len(header))
+        last = r["scenario"]
+        p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
+        commits = str(r["commits"]) if r["commits"] is not None else "-"
+        ev = f"{r['events_s']:.0f}" if r["events"] else "-"
+        print(f"{r['scenario']:<24} {r['what']:<17} {r['ops']:>6} {r['events']:>6} {r['wall_s']:>7.3f} "
+              f"{ev:>9} {r['ms_op']:>7.3f} {p99:>7} {commits:>7}")
+    print("-" * len(header))
+    print(f"ms/op: mean latency of one awaited append (asm), one INSERT+commit (raw 1/commit), the whole "
+          f"batch (raw batch), one read (c). total bench time {total:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

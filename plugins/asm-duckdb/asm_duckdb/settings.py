@@ -1,0 +1,114 @@
+"""Settings of the ``duckdb`` store and its factory (no duckdb import here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+from asm_kernel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from .store import DuckDBStore
+
+__all__ = ["DuckDBSettings", "build", "resolve_path", "DEFAULT_FILE"]
+
+#: File name used under the asm home when ``path`` is not set.
+DEFAULT_FILE = "sessions.duckdb"
+
+_MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(b|bytes|kb|mb|gb|tb|kib|mib|gib|tib|%)?\s*$", re.IGNORECASE)
+
+
+@attrs.frozen
+class DuckDBSettings:
+    """``[store]`` keys when ``use = "duckdb"``.
+
+    * ``path``: the database file; relative paths resolve against the config file's directory;
+      unset means ``<asm home>/sessions.duckdb``.
+    * ``durability``: ``"safe"`` awaits the commit of every append; ``"fast"`` acknowledges
+      stream deltas (``message_streamed``, ``thinking_streamed``) once their seq is assigned and
+      commits them shortly after (write-behind).
+    * ``lock_timeout``: seconds to keep retrying while another process holds the file.
+    * ``read_only``: open the file for reading only (writes are refused).
+    * ``memory_limit`` / ``threads``: passed to DuckDB.
+    """
+
+    path: str | None = None
+    durability: Literal["safe", "fast"] = "safe"
+    lock_timeout: float = 0.0
+    read_only: bool = False
+    memory_limit: str | None = None
+    threads: int | None = None
+
+
+def _check(settings: DuckDBSettings, base: str) -> None:
+    if settings.durability not in ("safe", "fast"):
+        raise ConfigError(
+            f"durability must be 'safe' or 'fast', got {settings.durability!r}",
+            path=f"{base}.durability",
+            hint="'safe' waits for every commit; 'fast' writes stream deltas behind",
+        )
+    timeout = settings.lock_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0 or timeout == float("inf"):
+        raise ConfigError(
+            f"lock_timeout must be a finite number of seconds >= 0, got {timeout!r}",
+            path=f"{base}.lock_timeout",
+            hint="0 fails at once when another process holds the file; the CLI uses 5",
+        )
+    if not isinstance(settings.read_only, bool):
+        raise ConfigError(f"read_only must be true or false, got {settings.read_only!r}", path=f"{base}.read_only")
+    if settings.threads is not None and (
+        isinstance(settings.threads, bool) or not isinstance(settings.threads, int) or settings.threads < 1
+    ):
+        raise ConfigError(
+            f"threads must be an integer >= 1, got {settings.threads!r}",
+            path=f"{base}.threads",
+            hint="leave it unset to let DuckDB use every core",
+        )
+    if settings.memory_limit is not None and (
+        not isinstance(settings.memory_limit, str) or not _MEMORY_LIMIT.match(settings.memory_limit)
+    ):
+        raise ConfigError(
+            f"memory_limit must be a size like '512MB' or '2GB', got {settings.memory_limit!r}",
+            path=f"{base}.memory_limit",
+        )
+    if settings.path is not None and (not isinstance(settings.path, str) or not settings.path.strip()):
+        raise ConfigError(
+            f"path must be a non-empty file path, got {settings.path!r}",
+            path=f"{base}.path",
+            hint="leave it unset to use sessions.duckdb in the asm home",
+        )
+    if settings.path is not None and settings.path.strip() == ":memory:":
+        raise ConfigError(
+            "path ':memory:' keeps nothing; the duckdb store needs a file",
+            path=f"{base}.path",
+            hint='use `use = "memory"` for a store that keeps nothing',
+        )
+
+
+def resolve_path(settings: DuckDBSettings, context: Any) -> Path:
+    if settings.path is None:
+        return Path(context.home).expanduser() / DEFAULT_FILE
+    path = Path(settings.path).expanduser()
+    if not path.is_absolute():
+        path = Path(context.config_dir) / path
+    return path
+
+
+def build(settings: DuckDBSettings, context: Any) -> DuckDBStore:
+    """The store factory: ``register("duckdb", build, settings=DuckDBSettings)``."""
+    base = getattr(context, "path", None) or "store"
+    if not isinstance(settings, DuckDBSettings):
+        raise ConfigError(f"expected DuckDBSettings, got {type(settings).__name__}", path=base)
+    _check(settings, base)
+    from .store import DuckDBStore  # duckdb is imported only now
+
+    return DuckDBStore(
+        resolve_path(settings, context),
+        durability=settings.durability,
+        lock_timeout=float(settings.lock_timeout),
+        read_only=settings.read_only,
+        memory_limit=settings.memory_limit,
+        threads=settings.threads,
+    )

@@ -1,0 +1,364 @@
+"""DuckDB store specifics: group commit, write-behind, lifecycle, corrupt files, read-only."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from asm_kernel.errors import (
+    AlreadyExistsError,
+    SeqConflictError,
+    SessionNotFoundError,
+    StorageError,
+    StoreClosedError,
+    StoreCorruptError,
+)
+from asm_kernel.events import EventType
+from asm_kernel.model import Event, Session
+
+from asm_duckdb.store import DuckDBStore
+
+
+def _events(session_id: str, n: int, type_: str = "note") -> list[Event]:
+    return [Event(session_id=session_id, type=type_, payload={"i": i}) for i in range(n)]
+
+
+async def _until(predicate: Any, what: str) -> None:
+    """Poll (by iterations, not by wall-clock budget) until ``predicate()`` holds."""
+    for _ in range(5000):
+        if predicate():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError(f"never happened: {what}")
+
+
+class _Gate:
+    """Holds the writer thread inside one group so later requests pile up into the next group."""
+
+    def __init__(self, store: DuckDBStore) -> None:
+        self.store = store
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._orig = store._create_session
+
+        def gated(req: Any) -> Any:
+            if req.obj.agent_id == "gate":
+                self.entered.set()
+                self.release.wait()
+            return self._orig(req)
+
+        store._create_session = gated  # type: ignore[method-assign]
+
+    async def hold(self) -> asyncio.Task[Any]:
+        task = asyncio.create_task(self.store.create_session(Session(agent_id="gate")))
+        await _until(self.entered.is_set, "the writer entered the gate")
+        return task
+
+    async def open_when_queued(self, n: int) -> None:
+        await _until(lambda: self.store._queue.qsize() >= n, f"{n} requests queued")
+        self.release.set()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> Any:
+    s = DuckDBStore(tmp_path / "s.duckdb")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_repr_shows_the_path_only(tmp_path: Path) -> None:
+    s = DuckDBStore(tmp_path / "x.duckdb", durability="fast")
+    assert repr(s) == f"DuckDBStore({str(tmp_path / 'x.duckdb')!r})"
+
+
+async def test_group_commit_shares_commits_between_concurrent_appends(store: DuckDBStore) -> None:
+    sessions = [await store.create_session(Session()) for _ in range(20)]
+    before = store.stats.commits
+    before_appends = store.stats.appends
+
+    async def writer(s: Session) -> list[int]:
+        seqs: list[int] = []
+        for _ in range(10):
+            seqs.extend(e.seq for e in await store.append(s.id, _events(s.id, 1)))
+        return seqs
+
+    results = await asyncio.gather(*(writer(s) for s in sessions))
+    appends = store.stats.appends - before_appends
+    commits = store.stats.commits - before
+    assert appends == 200
+    assert commits < appends, (commits, appends)
+    assert store.stats.largest_group > 1
+    for s, seqs in zip(sessions, results, strict=True):
+        assert seqs == list(range(1, 11))
+        assert [e.seq for e in await store.read(s.id)] == list(range(1, 11))
+
+
+async def test_a_bad_request_fails_alone_in_its_group(store: DuckDBStore) -> None:
+    a = await store.create_session(Session())
+    b = await store.create_session(Session())
+    await store.append(a.id, _events(a.id, 2))
+    gate = _Gate(store)
+    held = await gate.hold()
+    commits = store.stats.commits
+    good_a = asyncio.create_task(store.append(a.id, _events(a.id, 1), expected_seq=2))
+    conflict = asyncio.create_task(store.append(a.id, _events(a.id, 1), expected_seq=0))
+    unknown = asyncio.create_task(store.append("missing", _events("missing", 1)))
+    duplicate = asyncio.create_task(store.create_session(b))
+    good_b = asyncio.create_task(store.append(b.id, _events(b.id, 3)))
+    await gate.open_when_queued(5)
+    await held
+    assert [e.seq for e in await good_a] == [3]
+    assert [e.seq for e in await good_b] == [1, 2, 3]
+    with pytest.raises(SeqConflictError):
+        await conflict
+    with pytest.raises(SessionNotFoundError):
+        await unknown
+    with pytest.raises(AlreadyExistsError):
+        await duplicate
+    assert store.stats.commits - commits == 2  # the gate's group, then everything else at once
+    assert [e.seq for e in await store.read(a.id)] == [1, 2, 3]
+    assert await store.last_seq(b.id) == 3
+
+
+async def test_retried_ids_in_one_group_are_stored_once(store: DuckDBStore) -> None:
+    s = await store.create_session(Session())
+    batch = _events(s.id, 3)
+    first = await store.append(s.id, batch)
+    gate = _Gate(store)
+    held = await gate.hold()
+    fresh = _events(s.id, 2)
+    retries = [asyncio.create_task(store.append(s.id, batch)) for _ in range(2)]
+    twice = [asyncio.create_task(store.append(s.id, fresh)) for _ in range(2)]
+    mixed = asyncio.create_task(store.append(s.id, [*batch[:1], *_events(s.id, 1)]))
+    await gate.open_when_queued(5)
+    await held
+    for task in retries:
+        assert [e.seq for e in await task] == [e.seq for e in first] == [1, 2, 3]
+    assert [e.seq for e in await twice[0]] == [e.seq for e in await twice[1]] == [4, 5]
+    assert [e.seq for e in await mixed] == [1, 6]
+    assert [e.seq for e in await store.read(s.id)] == [1, 2, 3, 4, 5, 6]
+    assert store.stats.retries >= 1
+
+
+async def test_a_failed_commit_fails_the_group_and_rolls_back_seqs(store: DuckDBStore) -> None:
+    s = await store.create_session(Session())
+    await store.append(s.id, _events(s.id, 2))
+    gate = _Gate(store)
+    held = await gate.hold()
+    real_commit = store._commit
+    calls = 0
+
+    def failing_commit() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the group after the gate's
+            store._conn.execute("ROLLBACK")  # type: ignore[union-attr]
+            store._in_txn = False
+            raise duckdb.IOException("disk on fire")
+        real_commit()
+
+    store._commit = failing_commit  # type: ignore[method-assign]
+    tasks = [asyncio.create_task(store.append(s.id, _events(s.id, 1))) for _ in range(3)]
+    await gate.open_when_queued(3)
+    await held
+    for task in tasks:
+        with pytest.raises(StorageError, match="disk on fire"):
+            await task
+    assert await store.last_seq(s.id) == 2
+    assert [e.seq for e in await store.append(s.id, _events(s.id, 1))] == [3]
+    assert [e.seq for e in await store.read(s.id)] == [1, 2, 3]
+
+
+async def test_fast_mode_acknowledges_stream_deltas_and_keeps_them(tmp_path: Path) -> None:
+    path = tmp_path / "fast.duckdb"
+    store = DuckDBStore(path, durability="fast")
+    await store.open()
+    s = await store.create_session(Session())
+    seqs = []
+    for i in range(50):
+        delta = Event(session_id=s.id, type=EventType.MESSAGE_STREAMED, payload={"text": str(i)})
+        (e,) = await store.append(s.id, [delta])
+        seqs.append(e.seq)
+    assert seqs == list(range(1, 51))
+    assert store.stats.behind_acks == 50
+    # Lifecycle events are awaited to their commit, and they commit the deltas before them.
+    (done,) = await store.append(s.id, [Event(session_id=s.id, type=EventType.MESSAGE_RECEIVED)])
+    assert done.seq == 51
+    for i in range(30):
+        await store.append(s.id, [Event(session_id=s.id, type=EventType.THINKING_STREAMED, payload={"i": i})])
+    # A read sees every acknowledged append, written behind or not.
+    assert [e.seq for e in await store.read(s.id)] == list(range(1, 82))
+    for i in range(25):
+        await store.append(s.id, [Event(session_id=s.id, type=EventType.MESSAGE_STREAMED, payload={"i": i})])
+    assert await store.last_seq(s.id) == 106
+    await store.close()
+    again = DuckDBStore(path)
+    await again.open()
+    try:
+        log = await again.read(s.id)
+        assert [e.seq for e in log] == list(range(1, 107))
+        assert log[0].payload == {"text": "0"}
+    finally:
+        await again.close()
+
+
+async def test_safe_mode_never_acknowledges_before_commit(store: DuckDBStore) -> None:
+    s = await store.create_session(Session())
+    for _ in range(5):
+        await store.append(s.id, _events(s.id, 1, type_=EventType.MESSAGE_STREAMED))
+    assert store.stats.behind_acks == 0
+    assert not store._behind_rows
+
+
+async def test_wait_wakes_on_a_write_behind_append(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "w.duckdb", durability="fast")
+    await store.open()
+    try:
+        s = await store.create_session(Session())
+        waiter = asyncio.create_task(store.wait(s.id, after=0, timeout=30))
+        await asyncio.sleep(0)
+        await store.append(s.id, _events(s.id, 1, type_=EventType.MESSAGE_STREAMED))
+        got = await asyncio.wait_for(waiter, 30)  # woken by the commit that follows the ack
+        assert [e.seq for e in got] == [1]
+    finally:
+        await store.close()
+
+
+async def test_closed_store_refuses_every_call(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "c.duckdb")
+    with pytest.raises(StoreClosedError):
+        await store.get_session("x")  # never opened
+    await store.open()
+    s = await store.create_session(Session())
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(StoreClosedError):
+        await store.append(s.id, _events(s.id, 1))
+    with pytest.raises(StoreClosedError):
+        await store.read(s.id)
+    with pytest.raises(StoreClosedError):
+        await store.create_session(Session())
+
+
+async def test_close_waits_for_appends_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "inflight.duckdb"
+    store = DuckDBStore(path, durability="fast")
+    await store.open()
+    s = await store.create_session(Session())
+    tasks = [
+        asyncio.create_task(store.append(s.id, _events(s.id, 1, type_=EventType.MESSAGE_STREAMED)))
+        for _ in range(40)
+    ]
+    await asyncio.sleep(0)  # every append is queued before close
+    await store.close()
+    acked = sorted(e.seq for batch in await asyncio.gather(*tasks) for e in batch)
+    assert acked == list(range(1, 41))
+    again = DuckDBStore(path)
+    await again.open()
+    try:
+        assert [e.seq for e in await again.read(s.id)] == acked
+    finally:
+        await again.close()
+
+
+async def test_same_file_twice_in_one_process_is_locked(tmp_path: Path) -> None:
+    from asm_kernel.errors import StoreLockedError
+
+    path = tmp_path / "twice.duckdb"
+    first = DuckDBStore(path)
+    await first.open()
+    try:
+        with pytest.raises(StoreLockedError, match=r"twice\.duckdb"):
+            await DuckDBStore(path).open()
+    finally:
+        await first.close()
+    second = DuckDBStore(path)
+    await second.open()  # released by close()
+    await second.close()
+
+
+async def test_random_bytes_are_a_corrupt_store(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "corrupt.duckdb"
+    path.write_bytes(os.urandom(64 * 1024))
+    with pytest.raises(StoreCorruptError, match=r"corrupt\.duckdb") as info:
+        await DuckDBStore(path).open()
+    assert "not a valid DuckDB database" in str(info.value)
+    assert info.value.code == "storage.corrupt"
+
+
+async def test_a_foreign_duckdb_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.close()
+    with pytest.raises(StoreCorruptError, match="not an asm store"):
+        await DuckDBStore(path).open()
+    # ... and the file is left alone and released.
+    con = duckdb.connect(str(path))
+    assert con.execute("SELECT count(*) FROM invoices").fetchone() == (0,)
+    con.close()
+
+
+async def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.duckdb"
+    store = DuckDBStore(path)
+    await store.open()
+    await store.close()
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE asm_meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StoreCorruptError, match="schema version 99, newer") as info:
+        await DuckDBStore(path).open()
+    assert "newer.duckdb" in str(info.value)
+
+
+async def test_read_only_reads_and_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "ro.duckdb"
+    store = DuckDBStore(path)
+    await store.open()
+    s = await store.create_session(Session(agent_id="ro"))
+    await store.append(s.id, _events(s.id, 3))
+    await store.close()
+    ro = DuckDBStore(path, read_only=True)
+    await ro.open()
+    try:
+        assert (await ro.get_session(s.id)).agent_id == "ro"
+        assert [e.seq for e in await ro.last(s.id, 2)] == [2, 3]
+        assert await ro.last_seq(s.id) == 3
+        with pytest.raises(StorageError, match="read_only"):
+            await ro.append(s.id, _events(s.id, 1))
+    finally:
+        await ro.close()
+    with pytest.raises(StorageError, match="does not exist"):
+        await DuckDBStore(tmp_path / "none.duckdb", read_only=True).open()
+
+
+async def test_big_batches_and_type_filters(store: DuckDBStore) -> None:
+    s = await store.create_session(Session())
+    batch = [Event(session_id=s.id, type="a" if i % 3 else "b", payload={"i": i}) for i in range(2500)]
+    stored = await store.append(s.id, batch)
+    assert [e.seq for e in stored] == list(range(1, 2501))
+    assert [e.seq for e in await store.append(s.id, batch)] == list(range(1, 2501))  # idempotent, big
+    assert len(await store.read(s.id, types=["b"])) == 834
+    assert [e.payload["i"] for e in await store.last(s.id, 3)] == [2497, 2498, 2499]
+
+
+async def test_appends_from_another_event_loop_thread(store: DuckDBStore) -> None:
+    s = await store.create_session(Session())
+
+    def other_loop() -> list[int]:
+        async def go() -> list[int]:
+            return [e.seq for e in await store.append(s.id, _events(s.id, 2))]
+
+        return asyncio.run(go())
+
+    got = await asyncio.to_thread(other_loop)
+    assert got == [1, 2]
+    assert [e.seq for e in await store.read(s.id)] == [1, 2]
