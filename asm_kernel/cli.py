@@ -411,6 +411,45 @@ def cmd_plugins(args: argparse.Namespace, ctx: CliContext) -> int:
     return 0
 
 
+def cmd_providers(args: argparse.Namespace, ctx: CliContext) -> int:
+    from .serialization import to_dict
+
+    kernel = ctx.kernel()
+    kernel._build_all()  # builds providers without opening the store
+    rows = []
+    for name, provider in kernel.providers.items():
+        models = []
+        for info in provider.models:
+            model = to_dict(info)
+            model["breaker"] = kernel.breakers.get(name, info.name).current()
+            models.append(model)
+        rows.append({
+            "name": name,
+            "type": type(provider).__name__,
+            "capabilities": sorted(provider.capabilities),
+            "default_model": provider.default_model,
+            "models": models,
+            # Breakers live in the process that routes; a fresh CLI process starts them closed.
+            "health": "closed" if all(m["breaker"] == "closed" for m in models) else "degraded",
+        })
+    if args.json:
+        for row in rows:
+            ctx.json_out(row)
+        return 0
+    _table([(r["name"], r["default_model"], ", ".join(r["capabilities"]), len(r["models"]), r["health"])
+            for r in rows], ["provider", "default model", "capabilities", "models", "health"], ctx.out)
+    if args.models:
+        ctx.line()
+        model_rows = []
+        for r in rows:
+            for m in r["models"]:
+                price = m.get("price") or {}
+                model_rows.append((r["name"], m["name"], m["context_window"], m["max_output_tokens"],
+                                   price.get("input", "-"), price.get("output", "-"), price.get("as_of", "")))
+        _table(model_rows, ["provider", "model", "context", "max out", "$/M in", "$/M out", "price as of"], ctx.out)
+    return 0
+
+
 def cmd_config_show(args: argparse.Namespace, ctx: CliContext) -> int:
     cfg = ctx.config()
     data = cfg.masked()
@@ -537,6 +576,10 @@ def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, li
     p.add_argument("--limit", type=int)
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between polls with --follow")
+    _add_json(p)
+
+    p = core.add("providers", cmd_providers, help="configured providers: capabilities, models, prices, health")
+    p.add_argument("--models", action="store_true", help="also list every model with its limits and price")
     _add_json(p)
 
     p = core.add("plugins", cmd_plugins, help="installed plugins, their hooks and components")

@@ -156,3 +156,18 @@ def test_plugin_commands_are_added(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys)
     assert code == 2 and "usage: asm" in out
+
+
+def test_providers_lists_capabilities_models_and_health(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "asm.toml").write_text(
+        MEMORY + '[[providers]]\nname = "e"\nuse = "echo"\n[[providers]]\nname = "s"\nuse = "scripted"\n'
+        'capabilities = ["streaming", "tools"]\n'
+    )
+    code, out, _ = run_cli(capsys, "providers", "--json")
+    assert code == 0
+    rows = {r["name"]: r for r in map(json.loads, out.splitlines())}
+    assert rows["s"]["capabilities"] == ["streaming", "tools"]
+    assert rows["e"]["models"][0]["name"] == "echo-1" and rows["e"]["models"][0]["breaker"] == "closed"
+    assert rows["e"]["models"][0]["price"]["as_of"] == "2026-11-27"
+    code, out, _ = run_cli(capsys, "providers", "--models")
+    assert code == 0 and "echo-1" in out and "price as of" in out
