@@ -33,6 +33,7 @@ __all__ = [
     "StoreLockedError",
     "StoreCorruptError",
     "StoreClosedError",
+    "StoreReadOnlyError",
     "ProviderError",
     "ProviderAuthError",
     "InvalidRequestError",
@@ -225,6 +226,12 @@ class StoreCorruptError(StorageError):
 
 class StoreClosedError(StorageError):
     code = "storage.closed"
+
+
+class StoreReadOnlyError(StorageError):
+    """The store was opened read-only and a write was attempted."""
+
+    code = "storage.read_only"
 
 
 # -- providers --------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ class ComponentContext(Protocol):
         """The component's configured name (``providers[].name``)."""
 
     @property
+    def path(self) -> str:
+        """Where the component's table is in the config (``providers[1]``), for error paths."""
+
+    @property
     def home(self) -> Path:
         """The asm home directory (``ASM_HOME``) for files a component owns."""
 

@@ -57,6 +57,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _utc(value: datetime) -> datetime:
+    """Times are aware and in UTC everywhere; a naive time is taken to be UTC already."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"expected a datetime, got {type(value).__name__}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else _utc(value)
+
+
 def _freeze_mapping(value: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(value or {})
 
@@ -329,8 +340,8 @@ class Session:
     status: SessionStatus = field(default=SessionStatus.PENDING, converter=SessionStatus)
     metadata: dict[str, Any] = field(factory=dict, converter=_freeze_mapping)
     tags: tuple[str, ...] = field(default=(), converter=_strings)
-    created_at: datetime = field(factory=utcnow)
-    updated_at: datetime = field(factory=utcnow)
+    created_at: datetime = field(factory=utcnow, converter=_utc)
+    updated_at: datetime = field(factory=utcnow, converter=_utc)
 
     def transition(self, to: SessionStatus) -> Session:
         """The same session in status ``to``; raises if the lifecycle forbids the move."""
@@ -354,9 +365,9 @@ class Run:
     error: dict[str, Any] | None = None
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(factory=dict, converter=_freeze_mapping)
-    created_at: datetime = field(factory=utcnow)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: datetime = field(factory=utcnow, converter=_utc)
+    started_at: datetime | None = field(default=None, converter=_utc_or_none)
+    finished_at: datetime | None = field(default=None, converter=_utc_or_none)
 
     def transition(self, to: RunStatus, **changes: Any) -> Run:
         to = RunStatus(to)
@@ -383,7 +394,7 @@ class Event:
     run_id: str | None = None
     id: str = field(factory=lambda: new_id("evt_"))
     seq: int = 0
-    timestamp: datetime = field(factory=utcnow)
+    timestamp: datetime = field(factory=utcnow, converter=_utc)
     schema_version: int = 1
 
     def __attrs_post_init__(self) -> None:

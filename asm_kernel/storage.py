@@ -37,8 +37,12 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 10_000
 
 
-def check_batch(session_id: str, events: Sequence[Event]) -> list[str]:
+def check_batch(session_id: str, events: Sequence[Event], expected_seq: int | None = None) -> list[str]:
     """Validate a batch; returns each event's payload as JSON text (reused for the insert)."""
+    if expected_seq is not None and (
+        isinstance(expected_seq, bool) or not isinstance(expected_seq, int) or expected_seq < 0
+    ):
+        raise ValidationError(f"expected_seq must be an integer >= 0, got {expected_seq!r}", path="expected_seq")
     if not isinstance(events, Sequence) or isinstance(events, str | bytes):
         raise ValidationError("append takes a sequence of Event", path="events")
     if len(events) > MAX_BATCH:

@@ -164,7 +164,7 @@ class MemoryStore:
 
     async def append(self, session_id: str, events: Sequence[Event], *, expected_seq: int | None = None) -> list[Event]:
         self._check_open()
-        check_batch(session_id, events)
+        check_batch(session_id, events, expected_seq)
         with self._lock:
             log = self._logs.get(session_id)
             if log is None:

@@ -252,6 +252,10 @@ class StoreConformance:
             assert info.value.retryable
             assert await store.last_seq(s.id) == 2
             assert [e.seq for e in await store.append(s.id, _events(s.id, 1), expected_seq=2)] == [3]
+            for bad in (-1, "3", True):
+                with pytest.raises(ValidationError):
+                    await store.append(s.id, _events(s.id, 1), expected_seq=bad)
+            assert await store.last_seq(s.id) == 3
 
         self._with_store(make_store, body)
 
@@ -276,6 +280,10 @@ class StoreConformance:
                 await store.read(s.id, after=-1)
             with pytest.raises(SessionNotFoundError):
                 await store.read("missing")
+            with pytest.raises(SessionNotFoundError):
+                await store.last("missing", 3)
+            with pytest.raises(SessionNotFoundError):
+                await store.last_seq("missing")
 
         self._with_store(make_store, body)
 

@@ -49,6 +49,7 @@ from asm_kernel.errors import (
     StoreClosedError,
     StoreCorruptError,
     StoreLockedError,
+    StoreReadOnlyError,
     ValidationError,
 )
 from asm_kernel.events import STREAM_TYPES
@@ -545,7 +546,7 @@ class DuckDBStore:
 
     def _check_writable(self) -> None:
         if self.read_only:
-            raise StorageError(
+            raise StoreReadOnlyError(
                 f"the duckdb store {self.path} was opened read_only; it cannot be written",
                 hint="set store.read_only = false", file=str(self.path),
             )
@@ -697,11 +698,7 @@ class DuckDBStore:
         self, session_id: str, events: Sequence[Event], *, expected_seq: int | None = None
     ) -> list[Event]:
         self._check_open()
-        payloads = check_batch(session_id, events)
-        if expected_seq is not None and (
-            isinstance(expected_seq, bool) or not isinstance(expected_seq, int) or expected_seq < 0
-        ):
-            raise ValidationError(f"expected_seq must be an integer >= 0, got {expected_seq!r}", path="expected_seq")
+        payloads = check_batch(session_id, events, expected_seq)
         behind = self._fast and bool(events) and all(e.type in STREAM_TYPES for e in events)
         req = _Req("append", cf.Future(), session_id, events, payloads, expected_seq, behind=behind)
         return list(await self._write(req))
