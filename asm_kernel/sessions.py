@@ -50,6 +50,7 @@ from .model import (
     ToolSpec,
 )
 from .serialization import to_dict
+from .storage import RecordCache
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -157,10 +158,17 @@ class SessionManager:
         # Tail cache: the transcript of recently active sessions, extended by seq (LRU-bounded).
         self._transcripts: OrderedDict[str, TranscriptBuilder] = OrderedDict()
         self._last_provider: dict[str, str] = {}
+        self._cached_for: Any = None
+        self._cached: Any = None
 
     @property
     def store(self) -> Any:
-        return self._kernel.store
+        """The kernel's store, behind a record cache when only this process writes it."""
+        store = self._kernel.store
+        if self._cached_for is not store:
+            self._cached_for = store
+            self._cached = RecordCache(store) if getattr(store, "exclusive", False) else store
+        return self._cached
 
     @property
     def kernel(self) -> Kernel:

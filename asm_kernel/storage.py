@@ -194,3 +194,58 @@ def event_from_row(row: Sequence[Any]) -> Event:
             f"stored event {ident!r} (session {session_id!r}, seq {seq}) cannot be read: {exc}",
             hint="the store file was changed outside asm; restore it from a backup",
         ) from None
+
+
+class RecordCache:
+    """Write-through cache of sessions and runs in front of an *exclusive* store.
+
+    A store whose data only this process writes (``exclusive = True``: the memory store, an
+    embedded DuckDB file) can answer repeated ``get_session``/``get_run`` from memory, which
+    removes most reads from a run's path. Shared stores (several processes) are used directly.
+    Everything else is passed through to the store unchanged.
+    """
+
+    def __init__(self, store: Any, size: int = 8192) -> None:
+        from collections import OrderedDict
+
+        self.inner = store
+        self._size = size
+        self._sessions: OrderedDict[str, Any] = OrderedDict()
+        self._runs: OrderedDict[str, Any] = OrderedDict()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __repr__(self) -> str:
+        return repr(self.inner)
+
+    def _keep(self, table: Any, key: str, value: Any) -> Any:
+        table[key] = value
+        table.move_to_end(key)
+        if len(table) > self._size:
+            table.popitem(last=False)
+        return value
+
+    async def create_session(self, session: Any) -> Any:
+        return self._keep(self._sessions, session.id, await self.inner.create_session(session))
+
+    async def update_session(self, session: Any) -> Any:
+        return self._keep(self._sessions, session.id, await self.inner.update_session(session))
+
+    async def get_session(self, session_id: str) -> Any:
+        cached = self._sessions.get(session_id)
+        if cached is not None:
+            return cached
+        return self._keep(self._sessions, session_id, await self.inner.get_session(session_id))
+
+    async def create_run(self, run: Any) -> Any:
+        return self._keep(self._runs, run.id, await self.inner.create_run(run))
+
+    async def update_run(self, run: Any) -> Any:
+        return self._keep(self._runs, run.id, await self.inner.update_run(run))
+
+    async def get_run(self, run_id: str) -> Any:
+        cached = self._runs.get(run_id)
+        if cached is not None:
+            return cached
+        return self._keep(self._runs, run_id, await self.inner.get_run(run_id))

@@ -303,3 +303,33 @@ def test_sync_kernel_for_scripts() -> None:
 async def test_sync_kernel_refuses_a_running_loop() -> None:
     with pytest.raises(StateError, match="running event loop"):
         SyncKernel({"store": {"use": "memory"}})
+
+
+async def test_exclusive_stores_are_read_through_a_record_cache() -> None:
+    from asm_kernel.builtin.memory import MemoryStore
+
+    class Counting(MemoryStore):
+        reads = 0
+
+        async def get_session(self, session_id):
+            Counting.reads += 1
+            return await super().get_session(session_id)
+
+        async def get_run(self, run_id):
+            Counting.reads += 1
+            return await super().get_run(run_id)
+
+    store = Counting()
+    async with Kernel({"store": {"use": "memory"}}, store=store) as k:
+        r = await k.run_once("one")
+        for text in ("two", "three"):
+            await k.run(r.session_id, text)
+        assert (await k.sessions.get_run(r.run_id)).output.text == "one"
+    assert Counting.reads == 0  # every record was written through this process, so none is re-read
+
+    class Shared(MemoryStore):
+        exclusive = False
+
+    shared = Shared()
+    async with Kernel({"store": {"use": "memory"}}, store=shared) as k:
+        assert k.sessions.store is shared  # no cache in front of a store other processes write

@@ -39,6 +39,9 @@ def _page(limit: int, offset: int) -> None:
 class MemoryStore:
     """Thread-safe in-process store."""
 
+    #: Only this process writes it, so the kernel may cache its records.
+    exclusive = True
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}

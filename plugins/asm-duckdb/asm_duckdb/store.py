@@ -278,6 +278,9 @@ def _close_all_at_exit() -> None:
 class DuckDBStore:
     """The asm store in one DuckDB file. See the module docstring for the design."""
 
+    #: One process holds the file for writing, so the kernel may cache sessions and runs.
+    exclusive = True
+
     def __init__(
         self,
         path: str | Path,
