@@ -190,12 +190,20 @@ implements them:
   `asm.plugins`) and reported to the `asm_on_error` implementations of the *other* plugins
   (with `during="hook:<hook name>"`); the remaining implementations still run and the run goes
   on;
-- their return values are ignored, except for `asm_before_provider_request`.
+- their return values are ignored, except for the two chained hooks below.
 
-`asm_before_provider_request` is the one hook that changes what happens. Its implementations are
-chained: each receives the request the previous one returned (returning None leaves it as is),
-and the provider gets the last one. It is not isolated: an exception it raises, or a return
-value that is not a `ProviderRequest`, fails the run (`error_occurred`, then `run_failed`).
+Two hooks change what happens, and their implementations are chained: each receives the value
+the previous one returned (returning None leaves it as is).
+
+- `asm_route_candidates` gets the provider names the router ordered for a run; the run tries
+  the list the last implementation returned. Returning a name that cannot serve the run, or
+  something that is not a list, fails the run; an empty list fails it with `CapabilityError`.
+- `asm_before_provider_request` gets the request about to be sent, once per attempt (retries
+  and failovers included); the provider gets the last one. A return value that is not a
+  `ProviderRequest` fails the run.
+
+These two are not isolated: an exception they raise fails the run (`error_occurred`, then
+`run_failed`).
 
 Implementations run in pluggy's order: the most recently registered first;
 `@hookimpl(tryfirst=True)` and `@hookimpl(trylast=True)` move an implementation to the front or
@@ -206,10 +214,11 @@ this order (`asm_event_appended` additionally fires once for each stored event, 
 
 1. `asm_session_transition` (created: `old_status` is None)
 2. `asm_session_transition` (`pending` to `active`)
-3. `asm_run_started`
-4. `asm_before_provider_request`, then `asm_after_provider_response` (again for each model call
-   when tools are involved)
-5. `asm_run_finished`
+3. `asm_route_candidates`
+4. `asm_run_started`
+5. `asm_before_provider_request`, then `asm_after_provider_response` (again for each model call
+   when tools are involved; `asm_before_provider_request` also for each retry and failover)
+6. `asm_run_finished`
 
 `asm_run_finished` also fires when the runtime cancels a queued run before it started, and when
 recovery closes a run that a dead process left `running`.
@@ -285,6 +294,26 @@ EVENT_NOTES: dict[str, str] = {
     ),
     "run_timed_out": "The run exceeded the `timeout` it was given.",
     "error_occurred": "An error is being recorded (today: the error that fails a run).",
+    "routing_decided": (
+        "The run's routing plan, written with `run_started`: the candidate providers in the order "
+        "they will be tried, and each configured provider's capability negotiation."
+    ),
+    "capability_degraded": (
+        "A provider that fits only partly (a preferred capability missing, or the history needs "
+        "downgrading) is about to be called; once per provider per run."
+    ),
+    "history_downgraded": (
+        "The transcript sent to a provider was rewritten because the provider lacks a capability "
+        "the history needs (images, tool blocks, reasoning). The stored log is unchanged."
+    ),
+    "provider_attempt_failed": "One attempt at a provider raised a `ProviderError`.",
+    "retry_scheduled": "The same provider will be tried again after `delay` seconds.",
+    "provider_failover": (
+        "A provider gave up and the run moves to the next candidate (only when the failed attempt "
+        "had streamed nothing)."
+    ),
+    "provider_skipped": "A candidate was skipped without a request: its circuit breaker is open.",
+    "breaker_state_changed": "The circuit breaker of a `(provider, model)` changed state.",
 }
 
 _EVENTS_INTRO = """\

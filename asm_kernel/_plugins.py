@@ -40,6 +40,16 @@ BUILTIN_PLUGINS: dict[str, str] = {
 }
 
 
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_once(name: str, reason: str) -> None:
+    """One warning per broken plugin and process (the CLI loads plugins more than once)."""
+    if (name, reason) not in _warned:
+        _warned.add((name, reason))
+        log.warning("plugin %s quarantined: %s", name, reason)
+
+
 def _env_list(name: str) -> list[str] | None:
     raw = os.environ.get(name)
     if raw is None:
@@ -173,13 +183,20 @@ class PluginManager:
                 self.pm.unregister(obj)
             info.status = "quarantined"
             info.error = f"{type(exc).__name__}: {exc}"
-            log.warning("plugin %s quarantined: %s", info.name, info.error)
+            _warn_once(info.name, info.error)
             return
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(obj) or [])
 
     def _check_hook_names(self, obj: object) -> None:
         known = hookspecs.hook_names()
         for caller in self.pm.get_hookcallers(obj) or []:
+            for impl in caller.get_hookimpls():
+                if impl.plugin is obj and (impl.hookwrapper or impl.wrapper):
+                    raise PluginLoadError(
+                        f"implements {caller.name} as a hook wrapper, which asm does not support",
+                        hint="asm calls each implementation on its own so one plugin cannot break another; "
+                        "drop wrapper=True/hookwrapper=True",
+                    )
             if caller.name.startswith("asm_") and caller.spec is None:
                 close = difflib.get_close_matches(caller.name, known, n=1)
                 raise PluginLoadError(
@@ -187,9 +204,9 @@ class PluginManager:
                     hint=f"did you mean {close[0]}?" if close else "see docs/reference/hooks.md",
                 )
 
-    def register_object(self, obj: object, name: str) -> None:
+    def register_object(self, obj: object, name: str, source: str = "direct") -> None:
         """Register a plugin object directly (tests, embedding applications)."""
-        info = PluginInfo(name, getattr(obj, "__name__", type(obj).__name__), "direct")
+        info = PluginInfo(name, getattr(obj, "__name__", type(obj).__name__), source)
         self._register(info, lambda: obj)
         if info.status == "quarantined":
             raise PluginLoadError(f"plugin {name!r} could not be registered: {info.error}")
@@ -229,7 +246,7 @@ class PluginManager:
             for spec in list(registry):
                 if spec.plugin == name:
                     registry._specs.pop(spec.name, None)
-        log.warning("plugin %s quarantined: %s: %s", name, type(exc).__name__, exc)
+        _warn_once(name, f"{type(exc).__name__}: {exc}")
 
     # -- calling hooks ----------------------------------------------------------------------
 

@@ -145,6 +145,8 @@ def _event_dict(event: Any) -> dict[str, Any]:
 
 def _summary(event: Any) -> str:
     p = event.payload
+    if event.type == "routing_decided":
+        return "candidates: " + ", ".join(p.get("candidates", []))
     if event.type == "run_completed":
         return f"{p.get('stop_reason')}: " + json.dumps(p.get("output", "")[:60], ensure_ascii=False)
     if "text" in p:
@@ -161,7 +163,7 @@ def _summary(event: Any) -> str:
         return f"in={u.get('input_tokens')} out={u.get('output_tokens')}" + (
             f" cost=${p['cost']:.6f}" if p.get("cost") is not None else ""
         )
-    return ", ".join(f"{k}={v}" for k, v in p.items() if not isinstance(v, dict | list))
+    return ", ".join(f"{k}={v}" for k, v in p.items() if v is not None and not isinstance(v, dict | list))
 
 
 def _events_table(events: Iterable[Any], out: TextIO) -> None:
@@ -207,7 +209,14 @@ def cmd_init(args: argparse.Namespace, ctx: CliContext) -> int:
         from .errors import ConfigError
 
         raise ConfigError(f"{path} already exists", hint="pass --force to overwrite it")
-    path.write_text(STARTER_CONFIG, encoding="utf-8")
+    try:
+        path.write_text(STARTER_CONFIG, encoding="utf-8")
+    except OSError as exc:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"cannot write {path}: {exc.strerror}", hint="choose a path in an existing, writable directory"
+        ) from None
     ctx.line(f'wrote {path}; edit it, then try: asm run "hello"')
     return 0
 
@@ -244,9 +253,11 @@ def cmd_run(args: argparse.Namespace, ctx: CliContext) -> int:
                 session_id = (await kernel.sessions.create(agent_id=args.agent)).id
             else:
                 await kernel.sessions.get(session_id)
+            options["raise_on_error"] = False  # a failed run is reported below, with its ids
             return await _stream_answer(kernel, session_id, prompt, ctx, options, echo=not args.json)
 
     result = _run_async(go())
+    failed = result.status.value != "completed"
     if args.json:
         from .serialization import to_dict
 
@@ -262,15 +273,31 @@ def cmd_run(args: argparse.Namespace, ctx: CliContext) -> int:
                 "model": result.model,
                 "stop_reason": result.stop_reason,
                 "pending_tool_calls": [to_dict(c) for c in result.pending_tool_calls],
+                "error": result.error,
             }
+        )
+    elif failed:
+        error = result.error or {}
+        ctx.err.write(
+            f"asm: error[{error.get('code', 'runtime.error')}]: run {result.run_id} {result.status.value}: "
+            f"{error.get('message', '')} (session {result.session_id})\n"
         )
     else:
         ctx.err.write(f'session {result.session_id}  (continue with: asm run --session {result.session_id} "...")\n')
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_sessions_list(args: argparse.Namespace, ctx: CliContext) -> int:
     from .model import SessionStatus
+
+    if args.status and args.status not in SessionStatus._value2member_map_:
+        from .errors import ValidationError
+
+        raise ValidationError(
+            f"unknown session status {args.status!r}",
+            path="--status",
+            hint=f"use one of {', '.join(s.value for s in SessionStatus)}",
+        )
 
     async def go() -> Any:
         async with ctx.kernel() as kernel:
@@ -406,8 +433,10 @@ def cmd_plugins(args: argparse.Namespace, ctx: CliContext) -> int:
         ctx.out,
     )
     ctx.line()
+    plural = {"policy": "policies", "telemetry": "telemetry sinks"}
     for kind, registry in registries.items():
-        ctx.line(f"{kind + 's:':12} {', '.join(registry.names()) or '-'}")
+        label = plural.get(kind, kind + "s") + ":"
+        ctx.line(f"{label:17} {', '.join(registry.names()) or '-'}")
     return 0
 
 
@@ -423,29 +452,43 @@ def cmd_providers(args: argparse.Namespace, ctx: CliContext) -> int:
             model = to_dict(info)
             model["breaker"] = kernel.breakers.get(name, info.name).current()
             models.append(model)
-        rows.append({
-            "name": name,
-            "type": type(provider).__name__,
-            "capabilities": sorted(provider.capabilities),
-            "default_model": provider.default_model,
-            "models": models,
-            # Breakers live in the process that routes; a fresh CLI process starts them closed.
-            "health": "closed" if all(m["breaker"] == "closed" for m in models) else "degraded",
-        })
+        rows.append(
+            {
+                "name": name,
+                "type": type(provider).__name__,
+                "capabilities": sorted(provider.capabilities),
+                "default_model": provider.default_model,
+                "models": models,
+                # Breakers live in the process that routes; a fresh CLI process starts them closed.
+                "health": "closed" if all(m["breaker"] == "closed" for m in models) else "degraded",
+            }
+        )
     if args.json:
         for row in rows:
             ctx.json_out(row)
         return 0
-    _table([(r["name"], r["default_model"], ", ".join(r["capabilities"]), len(r["models"]), r["health"])
-            for r in rows], ["provider", "default model", "capabilities", "models", "health"], ctx.out)
+    _table(
+        [(r["name"], r["default_model"], ", ".join(r["capabilities"]), len(r["models"]), r["health"]) for r in rows],
+        ["provider", "default model", "capabilities", "models", "health"],
+        ctx.out,
+    )
     if args.models:
         ctx.line()
         model_rows = []
         for r in rows:
             for m in r["models"]:
                 price = m.get("price") or {}
-                model_rows.append((r["name"], m["name"], m["context_window"], m["max_output_tokens"],
-                                   price.get("input", "-"), price.get("output", "-"), price.get("as_of", "")))
+                model_rows.append(
+                    (
+                        r["name"],
+                        m["name"],
+                        m["context_window"],
+                        m["max_output_tokens"],
+                        price.get("input", "-"),
+                        price.get("output", "-"),
+                        price.get("as_of", ""),
+                    )
+                )
         _table(model_rows, ["provider", "model", "context", "max out", "$/M in", "$/M out", "price as of"], ctx.out)
     return 0
 
@@ -522,13 +565,18 @@ def _help_of(command: str) -> Handler:
     """Handler for a command group called without its action: show the group's help."""
 
     def show(args: argparse.Namespace, ctx: CliContext) -> int:
-        build_parser(with_plugins=False)[0].parse_args([command, "--help"])
+        try:
+            build_parser(with_plugins=False)[0].parse_args([command, "--help"])
+        except SystemExit:
+            pass
         return 2
 
     return show
 
 
-def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, list[str]]:
+def build_parser(
+    with_plugins: bool = True, config_path: str | None = None
+) -> tuple[argparse.ArgumentParser, list[str]]:
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="asm", description="asm: an agent session manager.")
@@ -594,21 +642,31 @@ def build_parser(with_plugins: bool = True) -> tuple[argparse.ArgumentParser, li
 
     problems: list[str] = []
     if with_plugins:
-        problems = _plugin_commands(core)
+        problems = _plugin_commands(core, config_path)
     return parser, problems
 
 
-def _plugin_commands(core: CommandRegistry) -> list[str]:
+def _config_arg(argv: Sequence[str]) -> str | None:
+    """``--config``/``-c`` from the command line, before the parser (which needs the plugins) exists."""
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _plugin_commands(core: CommandRegistry, config_path: str | None = None) -> list[str]:
     from ._plugins import PluginManager
     from .config import load_config
 
     try:
-        cfg_plugins = load_config(None).plugins
-        disabled, modules = cfg_plugins.disabled, cfg_plugins.modules
+        cfg_plugins = load_config(config_path).plugins
+        disabled, modules, autoload = cfg_plugins.disabled, cfg_plugins.modules, cfg_plugins.autoload
     except Exception:  # a broken config is reported by the command that needs it
-        disabled, modules = (), ()
+        disabled, modules, autoload = (), (), True
     manager = PluginManager()
-    manager.load(disabled=disabled, modules=modules)
+    manager.load(disabled=disabled, modules=modules, autoload=autoload)
     problems = []
     for impl in manager.impls("asm_register_commands"):
         core.plugin = impl.plugin_name
@@ -623,7 +681,7 @@ def _plugin_commands(core: CommandRegistry) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("ASM_DEBUG") == "1"
-    parser, problems = build_parser()
+    parser, problems = build_parser(config_path=_config_arg(argv))
     args = parser.parse_args(argv)
     for problem in problems:
         sys.stderr.write(f"asm: warning: {problem}\n")
@@ -652,6 +710,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # e.g. a directory that cannot be created: no traceback for that
+        if debug:
+            raise
+        sys.stderr.write(f"asm: error[os]: {exc}\n")
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,8 @@ Sources, lowest precedence first:
 4. explicit overrides passed by the caller (CLI flags).
 
 ``${VAR}`` and ``${VAR:-default}`` in string values are replaced from the environment. A value
-that came from the environment, or whose key looks like a secret, is masked in every display.
+interpolated from ``${VAR}``, or whose key looks like a secret (``api_key``, ``token``,
+``password``, ...), is masked in every display.
 Every error names the path of the offending key.
 """
 
@@ -417,9 +418,9 @@ def config_from_dict(
     """Validate already-parsed config data (a TOML document as a dict)."""
     env = os.environ if env is None else env
     data: dict[str, Any] = _deep_copy(dict(source_data))
+    env_paths = _apply_env_overrides(data, env)
     if overrides:
         _deep_merge(data, overrides)
-    env_paths = _apply_env_overrides(data, env)
     secret_paths: set[str] = set()
     data = _interpolate(data, "", env, secret_paths)
     secret_paths |= {p for p in env_paths if _SECRET_KEY.search(p)}
@@ -520,7 +521,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         raise ConfigError(
             f"environment variable {value.var} is not set",
             path=path,
-            hint=f"export {value.var}=... (the config reads it from ${{{value.var}}})",
+            hint=f"export {value.var}=...; the config reads it from ${{{value.var}}}",
         )
     origin = get_origin(tp)
     if tp is Any:

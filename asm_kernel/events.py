@@ -56,11 +56,11 @@ STREAM_TYPES: frozenset[str] = frozenset({EventType.MESSAGE_STREAMED, EventType.
 PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
     EventType.SESSION_CREATED: {"agent_id": "str", "metadata": "object", "tags": "list[str]"},
     EventType.SESSION_ACTIVATED: {"from": "session status"},
-    EventType.SESSION_PAUSED: {"from": "session status", "reason": "str | null"},
+    EventType.SESSION_PAUSED: {"from": "session status", "reason": "str, when one was given"},
     EventType.SESSION_RESUMED: {"from": "session status"},
     EventType.SESSION_COMPLETED: {"from": "session status"},
-    EventType.SESSION_FAILED: {"from": "session status", "reason": "str | null"},
-    EventType.SESSION_CANCELLED: {"from": "session status", "reason": "str | null"},
+    EventType.SESSION_FAILED: {"from": "session status", "reason": "str, when one was given"},
+    EventType.SESSION_CANCELLED: {"from": "session status", "reason": "str, when one was given"},
     EventType.RUN_STARTED: {
         "provider": "str: the first candidate (the one that answered is on message_received)",
         "model": "str",
@@ -101,7 +101,7 @@ PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
         "reason": "str, only for recovery: crashed",
     },
     EventType.RUN_CANCELLED: {"reason": "str | null"},
-    EventType.RUN_TIMED_OUT: {"timeout": "float: seconds"},
+    EventType.RUN_TIMED_OUT: {"timeout": "float: seconds", "error": "error object (runtime.timeout)"},
     EventType.ERROR_OCCURRED: {"error": "error object", "during": "str: what was being done"},
     EventType.ROUTING_DECIDED: {
         "candidates": "list[str]: providers in the order they will be tried",

@@ -64,7 +64,11 @@ def asm_register_tools(register: Register) -> None:
 
 @hookspec
 def asm_register_commands(cli: CommandRegistry) -> None:
-    """Add subcommands to the ``asm`` CLI: ``cli.add("name", handler, help=..., arguments=...)``."""
+    """Add subcommands to the ``asm`` CLI: ``cli.add("name", handler, help=..., configure=...)``.
+
+    ``configure(parser)`` adds the command's arguments to its argparse parser; ``handler(args,
+    ctx)`` runs it and returns the exit code. See :class:`asm_kernel.cli.CommandRegistry`.
+    """
 
 
 # -- lifecycle family -------------------------------------------------------------------------
@@ -127,7 +131,8 @@ def asm_after_provider_response(session: Session, run: Run, provider: str, messa
 
 @hookspec
 def asm_on_error(error: AsmError, session: Session | None, run: Run | None, during: str) -> None:
-    """An error happened while ``during`` (e.g. ``"provider"``, ``"hook"``, ``"tool"``)."""
+    """An error happened while ``during``: ``"run"`` (the run failed), ``"tool"`` (a tool raised;
+    the model gets an error result) or ``"hook:<hook name>"`` (another plugin's hook raised)."""
 
 
 def hook_names() -> list[str]:

@@ -25,6 +25,8 @@ from .model import (
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .routing import Negotiation, RouteContext
+
 __all__ = ["Store", "Provider", "Router", "Policy", "TelemetrySink", "Tool", "ComponentContext"]
 
 
@@ -149,9 +151,15 @@ class Provider(Protocol):
 
 
 class Router(Protocol):
-    """Orders the candidate providers for a run (first is tried first)."""
+    """Orders the candidate providers for a run (first is tried first).
 
-    def select(self, candidates: Sequence[str], *, session: Session, run: Run) -> list[str]: ...
+    ``candidates`` are the :class:`~asm_kernel.routing.Negotiation` records of the providers that
+    can serve the run (outcome ``full`` or ``degraded``); ``context`` is a
+    :class:`~asm_kernel.routing.RouteContext` (session, run, requires, prefers, last_provider).
+    Return provider names, a subset of the candidates, in the order to try them.
+    """
+
+    def select(self, candidates: Sequence[Negotiation], context: RouteContext) -> list[str]: ...
 
 
 class Policy(Protocol):

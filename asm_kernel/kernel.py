@@ -180,11 +180,12 @@ class Kernel:
                 path="run.provider",
                 hint=f"configured providers: {', '.join(sorted(self.providers))}",
             )
+        # Tools are dispatched by the name the model calls them by: their spec's name.
         for component in cfg.tools:
             tool = self.build("tool", component)
-            self.tools[component.name] = tool
-        for tool in self._given_tools:
-            self.tools[tool.spec.name] = tool
+            self._add_tool(tool, component.path)
+        for i, tool in enumerate(self._given_tools):
+            self._add_tool(tool, f"tools[{i}]")
         self.policies = [self.build("policy", c) for c in cfg.policies]
         self.telemetry = [self.build("telemetry", c) for c in cfg.telemetry]
         from .resilience import BreakerBoard
@@ -200,6 +201,19 @@ class Kernel:
             self.router = self.build(
                 "router", ComponentConfig("capability", "capability", {"prefer": prefer}, "router")
             )
+
+    def _add_tool(self, tool: Any, path: str) -> None:
+        spec = getattr(tool, "spec", None)
+        name = getattr(spec, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(
+                "a tool must have a `spec` with a non-empty `name`",
+                path=path,
+                hint="give the tool a ToolSpec(name=..., description=..., input_schema=...)",
+            )
+        if name in self.tools:
+            raise ConfigError(f"two tools are named {name!r}", path=path, hint="tool names must be unique")
+        self.tools[name] = tool
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -171,3 +171,43 @@ def test_providers_lists_capabilities_models_and_health(tmp_path: Path, capsys: 
     assert rows["e"]["models"][0]["price"]["as_of"] == "2026-11-27"
     code, out, _ = run_cli(capsys, "providers", "--models")
     assert code == 0 and "echo-1" in out and "price as of" in out
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "asm.toml").write_text(MEMORY)
+    code, _, err = run_cli(capsys, "sessions", "list", "--status", "bogus")
+    assert code == 1 and "unknown session status 'bogus'" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "init", str(tmp_path / "missing" / "dir" / "x.toml"))
+    assert code == 1 and "cannot write" in err
+    assert run_cli(capsys, "sessions")[0] == 2
+
+
+def test_run_json_reports_a_failed_run_with_its_ids(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "asm.toml").write_text(
+        MEMORY + '[[providers]]\nname = "bad"\nuse = "scripted"\nturns = [[{error = "provider.invalid_request"}]]\n'
+    )
+    code, out, _ = run_cli(capsys, "run", "x", "--json")
+    data = json.loads(out)
+    assert code == 1 and data["status"] == "failed" and data["error"]["code"] == "provider.invalid_request"
+    assert data["session_id"].startswith("ses_") and data["run_id"].startswith("run_")
+    code, _, err = run_cli(capsys, "run", "x")
+    assert code == 1 and "error[provider.invalid_request]" in err and "(session ses_" in err
+
+
+def test_plugin_commands_come_from_the_config_named_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "other.toml").write_text(MEMORY + '[plugins]\nmodules = ["cmd_plugin2"]\n')
+    (tmp_path / "cmd_plugin2.py").write_text(textwrap.dedent('''
+        from asm_kernel import hookimpl
+
+        @hookimpl
+        def asm_register_commands(cli):
+            cli.add("ping", lambda args, ctx: ctx.line("pong"), help="pong")
+    '''))
+    try:
+        code, out, _ = run_cli(capsys, "--config", str(tmp_path / "sub" / "other.toml"), "ping")
+    finally:
+        sys.modules.pop("cmd_plugin2", None)
+    assert code == 0 and out == "pong\n"

@@ -154,3 +154,13 @@ def test_a_plugin_with_an_unknown_asm_hook_is_refused() -> None:
 
     with pytest.raises(PluginLoadError, match="asm_run_startd"):
         Kernel({"store": {"use": "memory"}}, plugins=[Typo()])
+
+
+def test_hook_wrappers_are_refused() -> None:
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def asm_run_started(self, run):
+            yield
+
+    with pytest.raises(PluginLoadError, match="hook wrapper"):
+        Kernel({"store": {"use": "memory"}}, plugins=[Wrapper()])

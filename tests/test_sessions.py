@@ -333,3 +333,28 @@ async def test_exclusive_stores_are_read_through_a_record_cache() -> None:
     shared = Shared()
     async with Kernel({"store": {"use": "memory"}}, store=shared) as k:
         assert k.sessions.store is shared  # no cache in front of a store other processes write
+
+
+async def test_configured_tools_are_called_by_their_spec_name() -> None:
+    from asm_kernel import hookimpl
+    from asm_kernel.errors import ConfigError
+
+    class Plugin:
+        @hookimpl
+        def asm_register_tools(self, register):
+            class Clock:
+                spec = ToolSpec("current_time")
+
+                async def __call__(self, input: dict[str, Any]) -> str:
+                    return "12:00"
+
+            register("clock", lambda s, c: Clock())
+
+    provider = ScriptedProvider([[{"tool_use": {"id": "t", "name": "current_time"}}], [{"text": "noon"}]])
+    cfg = {"store": {"use": "memory"}, "tools": [{"name": "my-clock", "use": "clock"}]}
+    async with Kernel(cfg, providers={"p": provider}, plugins=[Plugin()]) as k:
+        assert list(k.tools) == ["current_time"]
+        assert (await k.run_once("time?")).output == "noon"
+    with pytest.raises(ConfigError, match="two tools"):
+        Kernel({"store": {"use": "memory"}, "tools": [{"name": "a", "use": "clock"}, {"name": "b", "use": "clock"}]},
+               plugins=[Plugin()])._build_all()

@@ -68,7 +68,7 @@ class Supervisor:
         self._start_lock: asyncio.Lock | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.last_recovery = RecoveryReport()
-        kernel.plugins.register_object(_TransitionListener(self), "asm.runtime")
+        kernel.plugins.register_object(_TransitionListener(self), "builtin.runtime", source="builtin")
 
     def __repr__(self) -> str:
         return f"Supervisor(servers={len(self._servers)}, running={self.limiter.running})"
