@@ -295,9 +295,10 @@ class RequestTooLargeError(ProviderError):
 
 
 class ProviderConflictError(ProviderError):
-    """The provider refused the request as conflicting with its state (HTTP 409)."""
+    """The provider refused the request as conflicting with a concurrent change (HTTP 409)."""
 
     code = "provider.conflict"
+    retryable = True
 
 
 class RateLimitError(ProviderError):

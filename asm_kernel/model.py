@@ -426,6 +426,8 @@ class ProviderRequest:
 
 @frozen
 class TextDelta:
+    """A piece of answer text; ``index`` is the position of its block in the final message."""
+
     text: str
     index: int = 0
 
