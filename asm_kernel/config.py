@@ -659,7 +659,7 @@ use = "echo"                   # offline provider that answers with your input
 # [[providers]]
 # name = "claude"
 # use = "anthropic"            # pip install asm-anthropic
-# model = "claude-sonnet-4-5"
+# model = "claude-sonnet-5-5"
 # api_key = "${ANTHROPIC_API_KEY}"
 
 # [[providers]]

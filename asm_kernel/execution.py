@@ -398,12 +398,16 @@ class RunExecution:
 
     async def _received(self, name: str, provider: Provider, done: MessageDone, usage: Usage | None) -> MessageDone:
         usage = done.usage or usage or Usage()
-        model = done.model or request_model(provider, self._model_for(name))
+        requested = self._model_for(name)
+        model = done.model or requested
         self.usage = self.usage + usage
         self.model = model
         self.last_message = done.message
         self.stop_reason = done.stop_reason
+        # APIs answer with dated snapshot ids ("...-20260101"); price by what was asked for then.
         cost = price_of(provider, model, usage)
+        if cost is None and model != requested:
+            cost = price_of(provider, requested, usage)
         if cost is not None:
             self.cost = (self.cost or 0.0) + cost
         await self._emit(
@@ -517,10 +521,6 @@ class RunExecution:
         result = result_of(self.run, self.pending)
         self.notify("asm_run_finished", session=self.session, run=self.run, result=result)
         return result
-
-
-def request_model(provider: Provider, fallback: str) -> str:
-    return fallback or provider.default_model
 
 
 def price_of(provider: Provider, model: str | None, usage: Usage) -> float | None:
