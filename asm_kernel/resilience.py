@@ -12,18 +12,54 @@ number of attempts per provider and a total deadline per run. A circuit breaker 
 
 from __future__ import annotations
 
+import email.utils
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from attrs import define
 
 from .config import ResilienceConfig
 
-__all__ = ["ResilienceConfig", "RetryPolicy", "CircuitBreaker", "BreakerBoard", "BreakerState"]
+__all__ = [
+    "ResilienceConfig",
+    "RetryPolicy",
+    "CircuitBreaker",
+    "BreakerBoard",
+    "BreakerState",
+    "parse_retry_after",
+]
 
 BreakerState = Literal["closed", "open", "half_open"]
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date).
+
+    For provider adapters: put the result on the error's ``retry_after``; the kernel's retry
+    policy treats it as the least it waits.
+    """
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(float(raw_ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
 
 
 class RetryPolicy:

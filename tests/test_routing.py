@@ -319,3 +319,16 @@ async def test_all_breakers_open_fails_fast_with_a_clear_error() -> None:
         with pytest.raises(CapabilityError, match="circuit breakers are open"):
             await k.run_once("y")
     assert len(a.requests) == 1
+
+
+def test_parse_retry_after_reads_every_form() -> None:
+    from email.utils import format_datetime
+
+    from asm_kernel.resilience import parse_retry_after
+
+    assert parse_retry_after({"retry-after": "7"}) == 7.0
+    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    later = format_datetime(__import__("datetime").datetime.now(__import__("datetime").UTC)
+                            + __import__("datetime").timedelta(seconds=30), usegmt=True)
+    assert 25 <= parse_retry_after({"retry-after": later}) <= 30  # type: ignore[operator]
+    assert parse_retry_after({"retry-after": "soon"}) is None and parse_retry_after(None) is None

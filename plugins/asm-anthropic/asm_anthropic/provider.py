@@ -9,11 +9,9 @@ message being built and every failure is classified exactly.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +46,7 @@ from asm_kernel.model import (
     Usage,
     UsageUpdate,
 )
+from asm_kernel.resilience import parse_retry_after
 
 from ._request import build_params
 from .models import MODELS, catalog, model_info
@@ -94,28 +93,6 @@ _BY_STATUS: dict[int, type[ProviderError]] = {
 _QUOTA_CODES = frozenset({"contract_spend_limit_reached", "enforced_spend_limit_reached"})
 
 
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
-    if not headers:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(float(raw_ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
 
 
 def _body_field(body: Any, *keys: str) -> Any:
@@ -174,7 +151,7 @@ def map_status_error(
         provider=provider,
         model=model,
         status=status_for_error,
-        retry_after=_retry_after(headers) if cls.retryable else None,
+        retry_after=parse_retry_after(headers) if cls.retryable else None,
         output_started=output_started,
         request_id=request_id,
         hint=hint,

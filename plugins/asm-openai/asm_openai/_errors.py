@@ -6,8 +6,6 @@ it is masked. The SDK is imported lazily (inside :func:`map_sdk_error`).
 
 from __future__ import annotations
 
-import email.utils
-import time
 from typing import Any
 
 from asm_kernel.errors import (
@@ -25,8 +23,9 @@ from asm_kernel.errors import (
     RateLimitError,
     RequestTooLargeError,
 )
+from asm_kernel.resilience import parse_retry_after
 
-__all__ = ["ErrorContext", "map_sdk_error", "error_from_payload", "parse_retry_after"]
+__all__ = ["ErrorContext", "map_sdk_error", "error_from_payload"]
 
 
 class ErrorContext:
@@ -57,30 +56,6 @@ class ErrorContext:
             output_started=self.output_started,
             **kwargs,
         )
-
-
-def parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
-    if headers is None:
-        return None
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return max(float(raw_ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(float(raw), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
 
 
 _SERVER = {"server_error", "internal_error", "internal_server_error", "api_error"}
