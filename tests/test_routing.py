@@ -322,13 +322,13 @@ async def test_all_breakers_open_fails_fast_with_a_clear_error() -> None:
 
 
 def test_parse_retry_after_reads_every_form() -> None:
+    from datetime import UTC, datetime, timedelta
     from email.utils import format_datetime
 
     from asm_kernel.resilience import parse_retry_after
 
     assert parse_retry_after({"retry-after": "7"}) == 7.0
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    later = format_datetime(__import__("datetime").datetime.now(__import__("datetime").UTC)
-                            + __import__("datetime").timedelta(seconds=30), usegmt=True)
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     assert 25 <= parse_retry_after({"retry-after": later}) <= 30  # type: ignore[operator]
     assert parse_retry_after({"retry-after": "soon"}) is None and parse_retry_after(None) is None
