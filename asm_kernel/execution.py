@@ -109,8 +109,8 @@ class RunExecution:
         run = self.run.transition(RunStatus.RUNNING)
         self.run = await self.manager.store.update_run(run)
         assert run.input is not None
-        history = await self.manager.transcript(self.session.id)
-        self.plan = await self._plan([*history, run.input])
+        await self.manager.transcript(self.session.id)
+        self.plan = await self._plan(self.manager.transcript_needs(self.session.id) | history_needs([run.input]))
         await self._emit(
             [
                 self.manager.make_event(
@@ -170,7 +170,7 @@ class RunExecution:
             return wanted
         return provider.default_model
 
-    async def _plan(self, history: Sequence[Message]) -> RoutePlan:
+    async def _plan(self, needs: frozenset[str]) -> RoutePlan:
         providers = self.kernel.providers
         defaults = self.kernel.config.run
         requires = check_capability_names(self.options.get("requires") or defaults.requires, providers, "requires")
@@ -186,7 +186,6 @@ class RunExecution:
                 hint="drop it from exclude or ask for another provider",
             )
         names = [self.run.provider] if self.run.provider is not None else [n for n in providers if n not in exclude]
-        needs = history_needs(history)
         negotiations = {n: negotiate(n, providers[n], requires, prefers, needs) for n in names}
         viable = [neg for neg in negotiations.values() if neg.outcome != "rejected"]
         if not viable:
@@ -321,7 +320,7 @@ class RunExecution:
         if negotiation.outcome == "degraded" and name not in self._degraded_reported:
             self._degraded_reported.add(name)
             await self.emit(EventType.CAPABILITY_DEGRADED, {"provider": name, **negotiation.to_dict()})
-        missing = history_needs(messages) - frozenset(provider.capabilities)
+        missing = self.manager.transcript_needs(self.session.id) - frozenset(provider.capabilities)
         if missing:
             messages, changed = downgrade_history(messages, missing)
             if changed:

@@ -120,18 +120,20 @@ def check_capability_names(names: Iterable[str], providers: Mapping[str, Provide
     return frozenset(checked)
 
 
+def block_needs(block: Any) -> str | None:
+    """The capability a target needs to receive this content block unchanged, if any."""
+    if isinstance(block, ImageBlock):
+        return Capability.VISION
+    if isinstance(block, ToolUseBlock | ToolResultBlock):
+        return Capability.TOOLS
+    if isinstance(block, ThinkingBlock | RedactedThinkingBlock):
+        return Capability.REASONING
+    return None
+
+
 def history_needs(messages: Iterable[Message]) -> frozenset[str]:
     """Capabilities a target must have to receive this history unchanged."""
-    needs: set[str] = set()
-    for message in messages:
-        for block in message.content:
-            if isinstance(block, ImageBlock):
-                needs.add(Capability.VISION)
-            elif isinstance(block, ToolUseBlock | ToolResultBlock):
-                needs.add(Capability.TOOLS)
-            elif isinstance(block, ThinkingBlock | RedactedThinkingBlock):
-                needs.add(Capability.REASONING)
-    return frozenset(needs)
+    return frozenset(need for m in messages for b in m.content if (need := block_needs(b)) is not None)
 
 
 def negotiate(

@@ -298,6 +298,14 @@ class SessionManager:
         builder.feed(await self.store.read(session_id, after=builder.last_seq))
         return builder.messages()
 
+    def transcript_needs(self, session_id: str) -> frozenset[str]:
+        """What the cached transcript of the session needs (see :func:`routing.history_needs`).
+
+        Call after :meth:`transcript`; it answers from the incremental cache, without a scan.
+        """
+        builder = self._transcripts.get(session_id)
+        return builder.needs if builder is not None else frozenset()
+
     async def runs(self, session_id: str, **filters: Any) -> builtins.list[Run]:
         return await self.store.list_runs(session_id=session_id, **filters)
 

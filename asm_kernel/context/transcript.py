@@ -20,6 +20,7 @@ from collections.abc import Iterable
 
 from ..events import EventType
 from ..model import ContentBlock, Event, Message, ToolResultBlock, ToolUseBlock
+from ..routing import block_needs
 from ..serialization import message_from_dict
 
 __all__ = ["TranscriptBuilder", "build_transcript", "MISSING_RESULT"]
@@ -32,6 +33,7 @@ class TranscriptBuilder:
     def __init__(self) -> None:
         self.last_seq = 0
         self._messages: list[Message] = []
+        self._needs: set[str] = set()
         self._open_calls: dict[str, str] = {}  # tool_use_id -> name, awaiting a result
 
     def feed(self, events: Iterable[Event]) -> None:
@@ -81,6 +83,10 @@ class TranscriptBuilder:
         self._add(Message("user", results))
 
     def _add(self, message: Message) -> None:
+        for block in message.content:
+            need = block_needs(block)
+            if need is not None:
+                self._needs.add(need)
         if self._messages and self._messages[-1].role == message.role:
             prev = self._messages[-1]
             blocks: tuple[ContentBlock, ...] = prev.content + message.content
@@ -92,6 +98,11 @@ class TranscriptBuilder:
             self._messages[-1] = Message(message.role, blocks)
         else:
             self._messages.append(message)
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """Capabilities a provider needs to receive this transcript unchanged (kept incrementally)."""
+        return frozenset(self._needs)
 
     @property
     def pending_tool_calls(self) -> list[str]:
