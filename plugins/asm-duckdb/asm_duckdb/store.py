@@ -5,9 +5,13 @@ How it is fast and safe:
 * **One writer thread** owns the DuckDB connection used for writes. Every write (append,
   session and run changes) is a request put on a queue; the writer drains *all* pending
   requests - from any session, thread or event loop - into **one transaction** (group commit),
-  checks each request in memory, inserts the rows, commits once, then resolves each caller's
-  future. A bad request (unknown session, seq conflict, duplicate id) fails alone; a failed
-  commit fails the whole group and rolls the in-memory seq cache back.
+  checks each request in memory, writes, commits once, then answers every caller (one
+  wake-up per event loop per group). A bad request (unknown session, seq conflict, duplicate
+  id) fails alone; a failed commit fails the whole group and rolls the in-memory seq cache back.
+* **A few statements per group**: the event rows are one insert; session and run writes are
+  coalesced by id (:class:`_Plan`, the last write of a record wins) and go in as one insert
+  and one ``UPDATE ... FROM unnest(...)`` per table; the ``RETURNING`` ids tell which updates
+  found their record, so an update of an unknown id still fails alone.
 * **Seqs** come from an in-memory per-session cache loaded from ``MAX(seq)`` on first use.
   Event-id idempotency is checked optimistically: rows are inserted without a lookup and the
   unique index on ``events.id`` catches a retried id, in which case the group is rolled back
@@ -17,8 +21,10 @@ How it is fast and safe:
   transaction; the writer commits them within :data:`BEHIND_MAX_DELAY` seconds, at the next
   awaited append, before any read of that session, and on ``close()``. A crash can lose those
   (and only those) acknowledged deltas.
-* **Reads** run on a small thread pool, each on its own cursor, and see every acknowledged
-  append (a read of a session with write-behind rows pending first asks for a commit).
+* **Reads** see every acknowledged append (a read of a session with write-behind rows pending
+  first asks for a commit). Reads of a session's newest events are answered from an in-memory
+  tail of committed rows (:class:`_Tail`); the others run on a small thread pool, each on its
+  own cursor.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ import re
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,7 +65,7 @@ from asm_kernel.serialization import dumps, from_dict, loads, to_dict
 from asm_kernel.storage import Notifier, check_batch, check_read_args, event_from_row, event_row, wait_for_events
 from attrs import evolve
 
-__all__ = ["DuckDBStore", "DuckDBStats", "SCHEMA_VERSION", "BEHIND_MAX_DELAY", "BEHIND_MAX_ROWS"]
+__all__ = ["DuckDBStore", "DuckDBStats", "SCHEMA_VERSION", "BEHIND_MAX_DELAY", "BEHIND_MAX_ROWS", "TAIL_BYTES"]
 
 log = logging.getLogger("asm.duckdb")
 
@@ -72,8 +79,18 @@ BEHIND_MAX_DELAY = 0.05
 BEHIND_MAX_ROWS = 2000
 #: Cap on the events gathered into one group commit.
 MAX_GROUP_EVENTS = 20_000
+#: Longest the writer waits, while requests keep arriving, for the callers of the last group
+#: to queue their next writes into the next one (polling every GATHER_POLL seconds).
+GATHER_MAX_DELAY = 0.002
+GATHER_POLL = 0.0002
 #: Reader threads (each with its own cursor).
 READERS = 3
+#: Memory kept for the recently committed events of recently written sessions (payload bytes,
+#: roughly), so reading a session's newest events - how the kernel catches a transcript up
+#: before each run - needs no DuckDB query. 0 turns it off.
+TAIL_BYTES = 16 * 2**20
+#: Most events kept per session in that tail.
+TAIL_EVENTS = 1000
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ZERO = timedelta(0)
@@ -126,17 +143,61 @@ _RUN_COLS = (
     "id, session_id, status, input, output, usage, cost, provider, model, stop_reason, error, "
     "idempotency_key, metadata, epoch_us(created_at), epoch_us(started_at), epoch_us(finished_at)"
 )
-_TS = "?::TIMESTAMPTZ"
-_INSERT_SESSION = f"INSERT INTO sessions VALUES (?, ?, ?, ?, ?::VARCHAR[], {_TS}, {_TS})"
-_UPDATE_SESSION = (
-    f"UPDATE sessions SET agent_id = ?, status = ?, metadata = ?, tags = ?::VARCHAR[], created_at = {_TS}, "
-    f"updated_at = {_TS} WHERE id = ? RETURNING id"
+
+
+#: Up to this many new rows per table go in as one plain ``VALUES`` insert (unnest costs more
+#: to set up, less per row).
+_FEW_INSERTS = 4
+#: Up to this many changed rows per table are one ``UPDATE ... WHERE id = ?`` each.
+_FEW_UPDATES = 2
+
+
+class _Table:
+    """Batched writes of whole records to a table keyed by ``id`` (its first column).
+
+    A few rows are plain ``VALUES`` / one ``UPDATE ... WHERE id = ?`` each; more are one
+    statement over typed ``unnest`` lists, whose cost barely grows with the number of rows.
+    """
+
+    def __init__(self, name: str, spec: str) -> None:
+        self.name = name
+        columns = [c.split() for c in spec.split(", ")]
+        self._values = "(" + ", ".join(f"?::{t}" for _, t in columns) + ")"
+        unnest = ", ".join(f"unnest(${i}::{t}[]) AS {c}" for i, (c, t) in enumerate(columns, 1))
+        self._insert_unnest = f"INSERT INTO {name} SELECT {unnest}"
+        rest = columns[1:]
+        sets = ", ".join(f"{c} = ?::{t}" for c, t in rest)
+        self._update_one = f"UPDATE {name} SET {sets} WHERE id = ? RETURNING id"
+        sets = ", ".join(f"{c} = u.{c}" for c, _ in rest)
+        self._update_unnest = (
+            f"UPDATE {name} SET {sets} FROM (SELECT {unnest}) AS u WHERE {name}.id = u.id RETURNING {name}.id"
+        )
+
+    def insert(self, conn: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> None:
+        if len(rows) <= _FEW_INSERTS:
+            sql = f"INSERT INTO {self.name} VALUES " + ", ".join([self._values] * len(rows))
+            conn.execute(sql, [v for row in rows for v in row])
+        else:
+            conn.execute(self._insert_unnest, [list(col) for col in zip(*rows, strict=True)])
+
+    def update(self, conn: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> set[str]:
+        """Replace the stored rows with these; returns the ids found (the others changed nothing)."""
+        if len(rows) <= _FEW_UPDATES:
+            return {row[0] for row in rows if conn.execute(self._update_one, [*row[1:], row[0]]).fetchall()}
+        got = conn.execute(self._update_unnest, [list(col) for col in zip(*rows, strict=True)]).fetchall()
+        return {r[0] for r in got}
+
+
+_SESSIONS = _Table(
+    "sessions",
+    "id VARCHAR, agent_id VARCHAR, status VARCHAR, metadata VARCHAR, tags VARCHAR[], created_at TIMESTAMPTZ, "
+    "updated_at TIMESTAMPTZ",
 )
-_INSERT_RUN = f"INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_TS}, {_TS}, {_TS})"
-_UPDATE_RUN = (
-    "UPDATE runs SET session_id = ?, status = ?, input = ?, output = ?, usage = ?, cost = ?, provider = ?, "
-    f"model = ?, stop_reason = ?, error = ?, idempotency_key = ?, metadata = ?, created_at = {_TS}, "
-    f"started_at = {_TS}, finished_at = {_TS} WHERE id = ? RETURNING id"
+_RUNS = _Table(
+    "runs",
+    "id VARCHAR, session_id VARCHAR, status VARCHAR, input VARCHAR, output VARCHAR, usage VARCHAR, cost DOUBLE, "
+    "provider VARCHAR, model VARCHAR, stop_reason VARCHAR, error VARCHAR, idempotency_key VARCHAR, "
+    "metadata VARCHAR, created_at TIMESTAMPTZ, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ",
 )
 _EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_EVENTS_UNNEST = (
@@ -249,7 +310,7 @@ class DuckDBStats:
 @dataclass(eq=False)
 class _Req:
     kind: str  # append | create_session | update_session | create_run | update_run | flush | stop
-    fut: cf.Future[Any]
+    fut: asyncio.Future[Any] | cf.Future[Any]  # the caller's loop future (a thread future for stop)
     session_id: str = ""
     events: Sequence[Event] = ()
     payloads: Sequence[str] = ()
@@ -258,6 +319,128 @@ class _Req:
     params: list[Any] | None = None
     behind: bool = False
     rows: list[tuple[Any, ...]] | None = None  # event rows this append inserted
+
+
+@dataclass
+class _Plan:
+    """The session and run writes of one group, coalesced by id (the last write of a record wins).
+
+    ``new_*`` are rows to insert (a create, plus any later updates of it in the group); ``upd_*``
+    are rows to update, with the requests that asked for them: if the id turns out not to
+    exist, each of those requests fails alone. Updates run before inserts, so an update queued
+    before the create of the same id still finds nothing, as it would have on its own.
+    """
+
+    new_sessions: dict[str, list[Any]] = field(default_factory=dict)
+    upd_sessions: dict[str, tuple[list[Any], list[_Req]]] = field(default_factory=dict)
+    new_runs: dict[str, list[Any]] = field(default_factory=dict)
+    upd_runs: dict[str, tuple[list[Any], list[_Req]]] = field(default_factory=dict)
+    #: Ids known to be stored already (looked up only when redoing a group with check_ids).
+    stored_sessions: set[str] = field(default_factory=set)
+    stored_runs: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.new_sessions or self.upd_sessions or self.new_runs or self.upd_runs)
+
+
+class _SessionTail:
+    __slots__ = ("lo", "rows", "size")
+
+    def __init__(self, lo: int) -> None:
+        self.lo = lo  # rows hold seqs lo + 1 .. lo + len(rows), gapless
+        self.rows: list[tuple[Any, ...]] = []
+        self.size = 0
+
+
+class _Tail:
+    """The newest committed event rows of recently written sessions, in memory.
+
+    The store is the file's only writer, so what it committed is the truth: a read whose range
+    lies inside a session's tail, and which the tail has caught up on, is answered from here on
+    the caller's thread. Fed by the writer thread after each commit; least recently written
+    sessions are dropped first.
+    """
+
+    def __init__(self, max_bytes: int, max_rows: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._sessions: OrderedDict[str, _SessionTail] = OrderedDict()
+        self._bytes = 0
+
+    def feed(self, rows: list[tuple[Any, ...]]) -> None:
+        """Add committed rows (in commit order, so each session's seqs ascend)."""
+        if not rows or self.max_bytes <= 0:
+            return
+        with self._lock:
+            sessions = self._sessions
+            for row in rows:
+                sid, seq = row[1], row[2]
+                entry = sessions.get(sid)
+                if entry is None or seq != entry.lo + len(entry.rows) + 1:
+                    if entry is not None:
+                        self._bytes -= entry.size
+                    entry = sessions[sid] = _SessionTail(seq - 1)
+                size = 256 + len(row[5])
+                entry.rows.append(row)
+                entry.size += size
+                self._bytes += size
+                if len(entry.rows) > self.max_rows + self.max_rows // 4:
+                    drop = len(entry.rows) - self.max_rows
+                    freed = sum(256 + len(r[5]) for r in entry.rows[:drop])
+                    del entry.rows[:drop]
+                    entry.lo += drop
+                    entry.size -= freed
+                    self._bytes -= freed
+                sessions.move_to_end(sid)
+            while self._bytes > self.max_bytes and sessions:
+                _, old = sessions.popitem(last=False)
+                self._bytes -= old.size
+
+    def after(self, session_id: str, after: int, known: int | None) -> list[tuple[Any, ...]] | None:
+        """Rows with seq > ``after``, or None when the tail cannot tell (ask DuckDB).
+
+        ``known`` is the last seq acknowledged when the read began; the tail must reach it.
+        """
+        with self._lock:
+            entry = self._sessions.get(session_id)
+            if entry is None or known is None or after < entry.lo or entry.lo + len(entry.rows) < known:
+                return None
+            return entry.rows[after - entry.lo :]
+
+    def last(self, session_id: str, n: int, known: int | None) -> list[tuple[Any, ...]] | None:
+        with self._lock:
+            entry = self._sessions.get(session_id)
+            if entry is None or known is None or entry.lo + len(entry.rows) < known:
+                return None
+            if n > len(entry.rows) and entry.lo > 0:
+                return None
+            return entry.rows[-n:] if n else []
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+            self._bytes = 0
+
+
+def _tail_event(row: tuple[Any, ...]) -> Event:
+    return event_from_row(row)  # the row as inserted: its ts is already an aware datetime
+
+
+def _select(
+    rows: list[tuple[Any, ...]], before: int | None, limit: int | None, types: Sequence[str] | None
+) -> list[Event]:
+    """``read``'s filters applied to tail rows (seq-ordered, all after the wanted seq)."""
+    wanted = set(types) if types else None
+    out: list[Event] = []
+    for row in rows:
+        if limit is not None and len(out) >= limit:
+            break
+        if before is not None and row[2] >= before:
+            break
+        if wanted is None or row[4] in wanted:
+            out.append(_tail_event(row))
+    return out
 
 
 _OPEN_FILES: set[str] = set()
@@ -322,6 +505,11 @@ class DuckDBStore:
         self._behind_rows: list[tuple[Any, ...]] = []
         self._behind_sessions: set[str] = set()
         self._behind_deadline = 0.0
+        self._txn_rows: list[tuple[Any, ...]] = []  # event rows inserted in the open transaction
+        self._last_group = 0  # requests in the last group drained
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+        self._tail = _Tail(TAIL_BYTES, TAIL_EVENTS)
+        self._plan = _Plan()  # session and run writes of the group being applied
 
     def __repr__(self) -> str:
         return f"DuckDBStore({str(self.path)!r})"
@@ -561,7 +749,7 @@ class DuckDBStore:
         with self._submit_lock:
             self._check_open()
             self._queue.put(req)
-        return await asyncio.wrap_future(req.fut)
+        return await _awaitable(req)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
@@ -588,22 +776,22 @@ class DuckDBStore:
         if session_id in self._behind_sessions:
             with self._submit_lock:
                 self._check_open()
-                req = _Req("flush", cf.Future())
+                req = _Req("flush", _future())
                 self._queue.put(req)
-            await asyncio.wrap_future(req.fut)
+            await _awaitable(req)
 
     async def flush(self) -> None:
         """Commit every acknowledged write-behind event now."""
         if self.read_only:
             return
-        await self._write(_Req("flush", cf.Future()))
+        await self._write(_Req("flush", _future()))
 
     # -- sessions -----------------------------------------------------------------------------
 
     async def create_session(self, session: Session) -> Session:
         self._check_open()
         params = _session_params(session)
-        return await self._write(_Req("create_session", cf.Future(), session.id, obj=session, params=params))
+        return await self._write(_Req("create_session", _future(), session.id, obj=session, params=params))
 
     async def get_session(self, session_id: str) -> Session:
         row = await self._read(_fetchone, f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ?", [session_id])
@@ -614,7 +802,7 @@ class DuckDBStore:
     async def update_session(self, session: Session) -> Session:
         self._check_open()
         params = _session_params(session)
-        return await self._write(_Req("update_session", cf.Future(), session.id, obj=session, params=params))
+        return await self._write(_Req("update_session", _future(), session.id, obj=session, params=params))
 
     async def list_sessions(
         self,
@@ -649,7 +837,7 @@ class DuckDBStore:
     async def create_run(self, run: Run) -> Run:
         self._check_open()
         params = _run_params(run)
-        return await self._write(_Req("create_run", cf.Future(), run.session_id, obj=run, params=params))
+        return await self._write(_Req("create_run", _future(), run.session_id, obj=run, params=params))
 
     async def get_run(self, run_id: str) -> Run:
         row = await self._read(_fetchone, f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", [run_id])
@@ -660,7 +848,7 @@ class DuckDBStore:
     async def update_run(self, run: Run) -> Run:
         self._check_open()
         params = _run_params(run)
-        return await self._write(_Req("update_run", cf.Future(), run.session_id, obj=run, params=params))
+        return await self._write(_Req("update_run", _future(), run.session_id, obj=run, params=params))
 
     async def list_runs(
         self,
@@ -703,7 +891,7 @@ class DuckDBStore:
         self._check_open()
         payloads = check_batch(session_id, events, expected_seq)
         behind = self._fast and bool(events) and all(e.type in STREAM_TYPES for e in events)
-        req = _Req("append", cf.Future(), session_id, events, payloads, expected_seq, behind=behind)
+        req = _Req("append", _future(), session_id, events, payloads, expected_seq, behind=behind)
         return list(await self._write(req))
 
     async def read(
@@ -717,7 +905,11 @@ class DuckDBStore:
     ) -> list[Event]:
         self._check_open()
         check_read_args(after, before, limit)
+        acked = self._acked.get(session_id)  # what this read must see
         await self._flush_if_behind(session_id)
+        tail = self._tail.after(session_id, after, acked)
+        if tail is not None:
+            return _select(tail, before, limit, types)
         sql = f"SELECT {_EVENT_COLS} FROM events WHERE session_id = ? AND seq > ?"
         params: list[Any] = [session_id, after]
         if before is not None:
@@ -738,7 +930,11 @@ class DuckDBStore:
         self._check_open()
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValidationError(f"n must be an integer >= 0, got {n!r}", path="n")
+        acked = self._acked.get(session_id)  # what this read must see
         await self._flush_if_behind(session_id)
+        tail = self._tail.last(session_id, n, acked)
+        if tail is not None:
+            return [_tail_event(row) for row in tail]
         # Seqs are gapless, so the last n are a seq range on the primary key: much cheaper in
         # DuckDB than ORDER BY seq DESC LIMIT n. Later appends may add rows; keep the last n.
         known = self._acked.get(session_id)
@@ -785,7 +981,11 @@ class DuckDBStore:
                 if self._behind_rows:
                     timeout = max(0.0, self._behind_deadline - time.monotonic())
                 group = self._drain(timeout)
-                if self._process(group):
+                try:
+                    done = self._process(group)
+                finally:
+                    self._send()
+                if done:
                     break
         except BaseException:  # pragma: no cover - a bug; keep the file consistent and report
             log.exception("the duckdb writer thread of %s failed", self.path)
@@ -799,15 +999,28 @@ class DuckDBStore:
             return []
         group = [first]
         size = len(first.events)
-        while size < MAX_GROUP_EVENTS and first.kind != "stop":
+        expected = deadline = 0.0
+        idle = 0
+        while size < MAX_GROUP_EVENTS and group[-1].kind != "stop":
             try:
                 req = self._queue.get_nowait()
             except queue.Empty:
-                break
+                # The callers the last group answered usually queue their next writes at once:
+                # while they keep arriving, give them a moment (bounded) to join this group
+                # rather than start the next one - one commit instead of two.
+                now = time.monotonic()
+                if not deadline:
+                    expected = len(group) + self._last_group
+                    deadline = now + GATHER_MAX_DELAY
+                if self._last_group < 2 or len(group) >= expected or idle >= 2 or now >= deadline:
+                    break
+                idle += 1
+                time.sleep(GATHER_POLL)
+                continue
+            idle = 0
             group.append(req)
             size += len(req.events)
-            if req.kind == "stop":
-                break
+        self._last_group = len(group)
         return group
 
     def _shutdown_writer(self) -> None:
@@ -825,8 +1038,9 @@ class DuckDBStore:
             except queue.Empty:
                 break
         for req in leftover:
-            if req.kind != "stop" and req.fut.set_running_or_notify_cancel():
-                req.fut.set_exception(StoreClosedError(f"the duckdb store {self.path} is closed"))
+            if req.kind != "stop" and self._claim(req):
+                self._reply(req, exc=StoreClosedError(f"the duckdb store {self.path} is closed"))
+        self._send()
         if self._readers is not None:
             self._readers.shutdown(wait=True)  # reads in flight finish before their cursors close
         for cur in self._all_cursors:
@@ -846,6 +1060,34 @@ class DuckDBStore:
                 req.fut.set_result(None)
         if stop is not None and not stop.done():
             stop.set_result(None)
+
+    @staticmethod
+    def _claim(req: _Req) -> bool:
+        """False when the caller gave up (cancelled) before the writer got to the request."""
+        if isinstance(req.fut, cf.Future):
+            return req.fut.set_running_or_notify_cancel()
+        return not req.fut.cancelled()
+
+    def _reply(self, req: _Req, result: Any = None, exc: BaseException | None = None) -> None:
+        """Queue the answer to a request; :meth:`_send` hands a group's answers over at once."""
+        fut = req.fut
+        if isinstance(fut, cf.Future):
+            if not fut.done():
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+            return
+        self._outbox.setdefault(fut.get_loop(), []).append((fut, result, exc))
+
+    def _send(self) -> None:
+        """Wake each waiting event loop once for all its answers (not once per request)."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, answers in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, answers)
+            except RuntimeError:  # the loop is closed: nobody waits for these any more
+                pass
 
     def _begin(self) -> None:
         if not self._in_txn:
@@ -869,6 +1111,7 @@ class DuckDBStore:
                 self._conn.execute("ROLLBACK")
             except duckdb.Error:
                 pass
+        self._txn_rows = []
         for sid in self._dirty:
             if sid in self._committed:
                 self._seq[sid] = self._acked[sid] = self._committed[sid]
@@ -889,6 +1132,7 @@ class DuckDBStore:
                 )
                 self._rollback(replay=False)
                 return
+            self._txn_rows = list(behind)
             for row in behind:
                 sid, seq = row[1], row[2]
                 self._seq[sid] = self._acked[sid] = max(seq, self._seq.get(sid, 0))
@@ -904,7 +1148,7 @@ class DuckDBStore:
     def _process(self, group: list[_Req]) -> bool:
         """Handle one drained group; returns True when the writer must stop."""
         stop = any(r.kind == "stop" for r in group)
-        reqs = [r for r in group if r.kind == "stop" or r.fut.set_running_or_notify_cancel()]
+        reqs = [r for r in group if r.kind == "stop" or self._claim(r)]
         reqs = [r for r in reqs if r.kind != "stop"]
         if not reqs:
             if self._behind_rows or self._in_txn:
@@ -934,7 +1178,7 @@ class DuckDBStore:
         for req in reqs:
             result = results[req]
             if isinstance(result, BaseException):
-                req.fut.set_exception(result)  # it stored nothing
+                self._reply(req, exc=result)  # it stored nothing
             elif req.behind and req.kind == "append":
                 # Write-behind: acknowledged now, committed soon.
                 if not self._behind_rows:
@@ -944,7 +1188,7 @@ class DuckDBStore:
                 if result:
                     self._acked[req.session_id] = max(self._acked.get(req.session_id, 0), max(e.seq for e in result))
                 self.stats.behind_acks += 1
-                req.fut.set_result(result)
+                self._reply(req, result)
             else:
                 pending.append((req, result))
         force = any(r.kind in ("flush", "stop") for r in reqs) or stop
@@ -960,6 +1204,7 @@ class DuckDBStore:
 
     def _commit_group(self, pending: list[tuple[_Req, Any]], touched: set[str]) -> None:
         notify = touched | self._behind_sessions
+        self._send()  # write-behind acks and failed requests need not wait for the commit
         try:
             self._commit()
         except Exception as exc:
@@ -971,8 +1216,11 @@ class DuckDBStore:
             log.error("commit to %s failed: %s", self.path, exc)
             self._rollback(replay=False)
             for req, _ in pending:
-                req.fut.set_exception(err)
+                self._reply(req, exc=err)
             return
+        # The tail first: a reader that sees the new acknowledged seqs must find their rows there.
+        self._tail.feed(self._txn_rows)
+        self._txn_rows = []
         for sid in self._dirty:
             if sid in self._seq:
                 self._committed[sid] = self._seq[sid]
@@ -981,7 +1229,7 @@ class DuckDBStore:
         self._behind_rows = []
         self._behind_sessions = set()
         for req, result in pending:
-            req.fut.set_result(result)
+            self._reply(req, result)
         for sid in notify:
             self._notifier.notify(sid)
 
@@ -991,14 +1239,23 @@ class DuckDBStore:
         )
         log.error("a group of %d writes to %s failed: %s", len(reqs), self.path, exc)
         for req in reqs:
-            if not req.fut.done():
-                req.fut.set_exception(err)
+            self._reply(req, exc=err)
 
     def _apply(self, reqs: list[_Req], *, check_ids: bool) -> tuple[dict[_Req, Any], list[tuple[Any, ...]]]:
-        """Check and run every request inside the open transaction; event rows go in last."""
+        """Check and run every request inside the open transaction.
+
+        Requests are checked in order against in-memory state; then the group's session and run
+        writes go in as a few batched statements (:class:`_Plan`) and its event rows as one insert.
+        """
         results: dict[_Req, Any] = {}
         planned: dict[str, Event] = {}
         new_rows: list[tuple[Any, ...]] = []
+        self._plan = plan = _Plan()
+        if check_ids:
+            plan.stored_sessions = self._lookup_ids(
+                "sessions", {r.obj.id for r in reqs if r.kind == "create_session" and r.obj.id not in self._seq}
+            )
+            plan.stored_runs = self._lookup_ids("runs", {r.obj.id for r in reqs if r.kind == "create_run"})
         for req in reqs:
             try:
                 if req.kind == "append":
@@ -1015,9 +1272,12 @@ class DuckDBStore:
                     results[req] = None
             except AsmError as exc:
                 results[req] = exc
+        if plan:
+            self._write_plan(plan, results)
         if new_rows:
             self._begin()
             self._insert_events(new_rows)
+            self._txn_rows.extend(new_rows)
             self.stats.events += len(new_rows)
         return results, new_rows
 
@@ -1086,6 +1346,7 @@ class DuckDBStore:
             last += 1
             event = evolve(event, seq=last)
             row = list(event_row(event, payload, last))
+            row[4] = str.__str__(row[4])  # a plain str, as DuckDB gives it back (not an EventType)
             row[6] = _utc(event.timestamp)
             new_rows.append(tuple(row))
             req.rows.append(tuple(row))
@@ -1105,49 +1366,103 @@ class DuckDBStore:
         else:
             self._conn.execute(_INSERT_EVENTS_UNNEST, [list(col) for col in zip(*rows, strict=True)])
 
-    def _exists(self, table: str, ident: str) -> bool:
+    def _lookup_ids(self, table: str, ids: set[str]) -> set[str]:
+        """The ids among ``ids`` stored in ``table`` (one query)."""
+        if not ids:
+            return set()
         assert self._conn is not None
-        return self._conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", [ident]).fetchone() is not None
+        rows = self._conn.execute(f"SELECT id FROM {table} WHERE id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)])
+        return {r[0] for r in rows.fetchall()}
 
     def _create_session(self, req: _Req) -> Session:
         session: Session = req.obj
-        if session.id in self._seq or self._exists("sessions", session.id):
+        plan = self._plan
+        if session.id in self._seq or session.id in plan.stored_sessions:
             raise AlreadyExistsError(f"session {session.id!r} already exists")
-        assert self._conn is not None
-        self._begin()
-        self._conn.execute(_INSERT_SESSION, req.params)
+        # Optimistic: a stored session nobody has used yet is caught by the primary key on insert.
+        assert req.params is not None
+        plan.new_sessions[session.id] = req.params
         self._seq[session.id] = 0
         self._dirty.add(session.id)
         return session
 
     def _update_session(self, req: _Req) -> Session:
         session: Session = req.obj
-        assert self._conn is not None and req.params is not None
-        p = req.params
-        self._begin()
-        if not self._conn.execute(_UPDATE_SESSION, [*p[1:], p[0]]).fetchall():
-            raise SessionNotFoundError(f"no session {session.id!r}")
+        plan = self._plan
+        assert req.params is not None
+        if session.id in plan.new_sessions:
+            plan.new_sessions[session.id] = req.params
+        else:
+            waiting = plan.upd_sessions[session.id][1] if session.id in plan.upd_sessions else []
+            waiting.append(req)
+            plan.upd_sessions[session.id] = (req.params, waiting)
         return session
 
     def _create_run(self, req: _Req) -> Run:
         run: Run = req.obj
+        plan = self._plan
         if self._session_seq(run.session_id) is None:
             raise SessionNotFoundError(f"no session {run.session_id!r} for run {run.id!r}")
-        if self._exists("runs", run.id):
+        if run.id in plan.new_runs or run.id in plan.stored_runs:
             raise AlreadyExistsError(f"run {run.id!r} already exists")
-        assert self._conn is not None
-        self._begin()
-        self._conn.execute(_INSERT_RUN, req.params)
+        # Optimistic: a stored run is caught by the primary key on insert (then the group is redone).
+        assert req.params is not None
+        plan.new_runs[run.id] = req.params
         return run
 
     def _update_run(self, req: _Req) -> Run:
         run: Run = req.obj
-        assert self._conn is not None and req.params is not None
-        p = req.params
-        self._begin()
-        if not self._conn.execute(_UPDATE_RUN, [*p[1:], p[0]]).fetchall():
-            raise RunNotFoundError(f"no run {run.id!r}")
+        plan = self._plan
+        assert req.params is not None
+        if run.id in plan.new_runs:
+            plan.new_runs[run.id] = req.params
+        else:
+            waiting = plan.upd_runs[run.id][1] if run.id in plan.upd_runs else []
+            waiting.append(req)
+            plan.upd_runs[run.id] = (req.params, waiting)
         return run
+
+    def _write_plan(self, plan: _Plan, results: dict[_Req, Any]) -> None:
+        """Run the group's session and run writes: a few statements, whatever the group size."""
+        conn = self._conn
+        assert conn is not None
+        self._begin()
+        if plan.upd_sessions:
+            found = _SESSIONS.update(conn, [p for p, _ in plan.upd_sessions.values()])
+            for sid, (_, waiting) in plan.upd_sessions.items():
+                if sid not in found:
+                    for req in waiting:
+                        results[req] = SessionNotFoundError(f"no session {sid!r}")
+        if plan.upd_runs:
+            found = _RUNS.update(conn, [p for p, _ in plan.upd_runs.values()])
+            for rid, (_, waiting) in plan.upd_runs.items():
+                if rid not in found:
+                    for req in waiting:
+                        results[req] = RunNotFoundError(f"no run {rid!r}")
+        if plan.new_sessions:
+            _SESSIONS.insert(conn, list(plan.new_sessions.values()))
+        if plan.new_runs:
+            _RUNS.insert(conn, list(plan.new_runs.values()))
+
+
+def _future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()
+
+
+def _awaitable(req: _Req) -> asyncio.Future[Any]:
+    assert isinstance(req.fut, asyncio.Future)
+    return req.fut
+
+
+def _deliver(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """Resolve a group's futures on their own loop (callers that gave up are skipped)."""
+    for fut, result, exc in answers:
+        if fut.done():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
 
 
 class _Locked(Exception):
