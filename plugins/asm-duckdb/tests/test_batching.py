@@ -8,7 +8,6 @@ the stored rows, that each bad request fails alone, and how many statements the 
 from __future__ import annotations
 
 import asyncio
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,53 +17,11 @@ from asm_kernel.errors import AlreadyExistsError, RunNotFoundError, SessionNotFo
 from asm_kernel.events import EventType
 from asm_kernel.model import Event, Message, Run, RunStatus, Session, SessionStatus, TextBlock, Usage
 from attrs import evolve
+from duckdb_helpers import Gate
 
 from asm_duckdb.store import DuckDBStore, _Tail
 
 T0 = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-
-
-async def _until(predicate: Any, what: str) -> None:
-    for _ in range(5000):
-        if predicate():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"never happened: {what}")
-
-
-class _Gate:
-    """Holds the writer inside one group so the requests queued meanwhile form the next group."""
-
-    def __init__(self, store: DuckDBStore) -> None:
-        self.store = store
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self._orig = store._create_session
-
-        def gated(req: Any) -> Any:
-            if req.obj.agent_id == "gate":
-                self.entered.set()
-                self.release.wait()
-            return self._orig(req)
-
-        store._create_session = gated  # type: ignore[method-assign]
-
-    async def hold(self) -> asyncio.Task[Any]:
-        task = asyncio.create_task(self.store.create_session(Session(agent_id="gate")))
-        await _until(self.entered.is_set, "the writer entered the gate")
-        return task
-
-    async def __aenter__(self) -> _Gate:
-        self.held = await self.hold()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.release.set()  # never leave the writer stuck, even when the test fails
-        await self.held
-
-    async def open_when_queued(self, n: int) -> None:
-        await _until(lambda: self.store._queue.qsize() >= n, f"{n} requests queued")
-        self.release.set()
 
 
 class _Counting:
@@ -114,7 +71,7 @@ async def store(request: Any, tmp_path: Path) -> Any:
 async def test_one_group_of_many_run_and_session_writes(store: DuckDBStore, tmp_path: Path) -> None:
     sessions = [await store.create_session(Session(agent_id=f"a{i}", tags=("t",))) for i in range(4)]
     old = [await store.create_run(_run(sessions[i % 4].id, 100 + i)) for i in range(12)]
-    async with _Gate(store) as gate:
+    async with Gate(store) as gate:
         counting = store._conn = _Counting(store._conn)  # type: ignore[assignment]
 
         # Thirty new runs, each created then moved to running then completed, all in one group.
@@ -212,7 +169,7 @@ async def test_records_stored_before_this_process_are_found(tmp_path: Path) -> N
     store = DuckDBStore(path)
     await store.open()
     try:
-        async with _Gate(store) as gate:
+        async with Gate(store) as gate:
             dup_session = asyncio.create_task(store.create_session(s))
             dup_run = asyncio.create_task(store.create_run(run))
             update = asyncio.create_task(store.update_run(_done(run, 1)))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,48 +18,13 @@ from asm_kernel.errors import (
 )
 from asm_kernel.events import EventType
 from asm_kernel.model import Event, Session
+from duckdb_helpers import Gate
 
 from asm_duckdb.store import DuckDBStore
 
 
 def _events(session_id: str, n: int, type_: str = "note") -> list[Event]:
     return [Event(session_id=session_id, type=type_, payload={"i": i}) for i in range(n)]
-
-
-async def _until(predicate: Any, what: str) -> None:
-    """Poll (by iterations, not by wall-clock budget) until ``predicate()`` holds."""
-    for _ in range(5000):
-        if predicate():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"never happened: {what}")
-
-
-class _Gate:
-    """Holds the writer thread inside one group so later requests pile up into the next group."""
-
-    def __init__(self, store: DuckDBStore) -> None:
-        self.store = store
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self._orig = store._create_session
-
-        def gated(req: Any) -> Any:
-            if req.obj.agent_id == "gate":
-                self.entered.set()
-                self.release.wait()
-            return self._orig(req)
-
-        store._create_session = gated  # type: ignore[method-assign]
-
-    async def hold(self) -> asyncio.Task[Any]:
-        task = asyncio.create_task(self.store.create_session(Session(agent_id="gate")))
-        await _until(self.entered.is_set, "the writer entered the gate")
-        return task
-
-    async def open_when_queued(self, n: int) -> None:
-        await _until(lambda: self.store._queue.qsize() >= n, f"{n} requests queued")
-        self.release.set()
 
 
 @pytest.fixture
@@ -102,7 +66,7 @@ async def test_a_bad_request_fails_alone_in_its_group(store: DuckDBStore) -> Non
     a = await store.create_session(Session())
     b = await store.create_session(Session())
     await store.append(a.id, _events(a.id, 2))
-    gate = _Gate(store)
+    gate = Gate(store)
     held = await gate.hold()
     commits = store.stats.commits
     good_a = asyncio.create_task(store.append(a.id, _events(a.id, 1), expected_seq=2))
@@ -129,7 +93,7 @@ async def test_retried_ids_in_one_group_are_stored_once(store: DuckDBStore) -> N
     s = await store.create_session(Session())
     batch = _events(s.id, 3)
     first = await store.append(s.id, batch)
-    gate = _Gate(store)
+    gate = Gate(store)
     held = await gate.hold()
     fresh = _events(s.id, 2)
     retries = [asyncio.create_task(store.append(s.id, batch)) for _ in range(2)]
@@ -148,7 +112,7 @@ async def test_retried_ids_in_one_group_are_stored_once(store: DuckDBStore) -> N
 async def test_a_failed_commit_fails_the_group_and_rolls_back_seqs(store: DuckDBStore) -> None:
     s = await store.create_session(Session())
     await store.append(s.id, _events(s.id, 2))
-    gate = _Gate(store)
+    gate = Gate(store)
     held = await gate.hold()
     real_commit = store._commit
     calls = 0
