@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from anthropic_helpers import make_request
@@ -26,10 +25,9 @@ async def test_aclose_closes_the_http_stream(fake_anthropic: FakeAnthropic, make
     fake_anthropic.reply_text(SLOW, chunk=5, delay=0.2)
     stream = make_provider().stream(make_request())
     await _first_delta(stream)
-    started = time.monotonic()
     await stream.aclose()
-    assert await asyncio.to_thread(fake_anthropic.last.finished.wait, 3.0)
-    assert time.monotonic() - started < 1.5
+    # Read to the end the stream would take ~40 s; the server sees the client leave instead.
+    assert await asyncio.to_thread(fake_anthropic.last.finished.wait, 10.0)
     assert fake_anthropic.last.outcome == "client_closed"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from asm_kernel.model import TextDelta
 from openai_helpers import make_provider, request
@@ -20,11 +19,10 @@ async def test_aclose_after_the_first_delta_closes_the_connection(fake_openai: F
     async for item in stream:
         if isinstance(item, TextDelta):
             break
-    started = time.monotonic()
     await stream.aclose()
     await provider.aclose()
-    assert await asyncio.to_thread(fake_openai.wait_for, lambda f: f.disconnects >= 1, 3.0)
-    assert time.monotonic() - started < 2.0
+    # Read to the end the stream would take ~8 s; the server sees the client leave instead.
+    assert await asyncio.to_thread(fake_openai.wait_for, lambda f: f.disconnects >= 1, 10.0)
     assert fake_openai.completed_streams == 0
 
 
