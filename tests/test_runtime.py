@@ -118,7 +118,8 @@ async def test_a_full_queue_refuses_at_once() -> None:
     async with make(SlowProvider(0.2), max_queued_runs=2) as k:
         s = await k.sessions.create()
         first = await k.runtime.submit_run(s.id, "running")
-        await asyncio.sleep(0.02)  # let it start, so two more fit the queue
+        while not (await k.runtime.status(s.id)).running:  # let it start, so two more fit the queue
+            await asyncio.sleep(0.005)
         await k.runtime.submit_run(s.id, "q1")
         await k.runtime.submit_run(s.id, "q2")
         with pytest.raises(QueueFullError, match="max_queued_runs = 2") as info:
