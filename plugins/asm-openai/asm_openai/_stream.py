@@ -252,17 +252,29 @@ class ChatAccumulator:
                 )
             )
         stop = CHAT_STOP_REASONS.get(self.finish_reason, self.finish_reason)
-        if self.calls and stop == "end_turn":
-            stop = "tool_use"  # some compatible servers say "stop" after tool calls
-        if self.refused and stop == "end_turn":
-            stop = "refusal"
-        return MessageDone(
-            Message("assistant", tuple(blocks)),
-            stop_reason=stop,
-            model=self.model,
-            usage=self.usage,
-            response_id=self.response_id,
-        )
+        return _final(blocks, stop, self.refused, self.model, self.usage, self.response_id)
+
+
+def _final(
+    blocks: list[ContentBlock],
+    stop: str | None,
+    refused: bool,
+    model: str | None,
+    usage: Usage | None,
+    response_id: str | None,
+) -> MessageDone:
+    """The final message of either API; ``end_turn`` is refined by what the message holds."""
+    if stop == "end_turn" and any(isinstance(b, ToolUseBlock) for b in blocks):
+        stop = "tool_use"  # some compatible servers say "stop" after tool calls
+    if stop == "end_turn" and refused:
+        stop = "refusal"
+    return MessageDone(
+        Message("assistant", tuple(blocks)),
+        stop_reason=stop or "end_turn",
+        model=model,
+        usage=usage,
+        response_id=response_id,
+    )
 
 
 # -- Responses API ----------------------------------------------------------------------------
@@ -564,15 +576,4 @@ class ResponsesAccumulator:
                 blocks.append(slot.block)
             elif slot.kind == "call":
                 raise self._bad(f"a function call (block {index}) never completed")
-        stop = self.stop_reason
-        if stop == "end_turn" and any(isinstance(b, ToolUseBlock) for b in blocks):
-            stop = "tool_use"
-        if stop == "end_turn" and refused:
-            stop = "refusal"
-        return MessageDone(
-            Message("assistant", tuple(blocks)),
-            stop_reason=stop,
-            model=self.model,
-            usage=self.usage,
-            response_id=self.response_id,
-        )
+        return _final(blocks, self.stop_reason, refused, self.model, self.usage, self.response_id)
