@@ -92,7 +92,7 @@ class RunExecution:
         self.model: str | None = run.model
         self.plan: RoutePlan | None = None
         self._degraded_reported: set[str] = set()
-        self._retry = RetryPolicy(self.kernel.config.resilience, random.Random(run.id))
+        self._retry: RetryPolicy | None = None  # made on the first retry: most runs never need one
 
     # -- events -----------------------------------------------------------------------------
 
@@ -268,6 +268,9 @@ class RunExecution:
                         raise
                     remaining = deadline - loop.time()
                     if attempt < config.max_attempts and breaker.current() == "closed":
+                        if self._retry is None:
+                            # Seeded by the run id, so a run's jitter is reproducible in tests.
+                            self._retry = RetryPolicy(config, random.Random(self.run.id))
                         delay = self._retry.delay(attempt, exc.retry_after)
                         if delay < remaining:
                             await self.emit(
