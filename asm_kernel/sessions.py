@@ -35,7 +35,7 @@ from .errors import (
     ValidationError,
 )
 from .events import SCHEMA_VERSION, EventType
-from .execution import RunExecution, result_of
+from .execution import TERMINAL_EVENT, RunExecution, result_of
 from .model import (
     Event,
     ImageBlock,
@@ -377,59 +377,62 @@ class SessionManager:
         )
         return await self.store.create_run(run)
 
-    async def cancel_pending(self, run_id: str, reason: str = "cancelled") -> RunResult:
-        """Cancel a run that has not started: ``run_cancelled`` is stored, the run never executes."""
+    async def _close_unexecuted(
+        self,
+        run_id: str,
+        expect: RunStatus,
+        to: RunStatus,
+        payload: dict[str, Any],
+        hint: str | None = None,
+        **changes: Any,
+    ) -> RunResult:
+        """End a run this process is not executing: store it, its terminal event, tell the hooks."""
         run = await self.store.get_run(run_id)
-        if run.status is not RunStatus.PENDING:
-            raise StateError(f"run {run_id} is {run.status.value}, not pending", hint="cancel the task running it")
+        if run.status is not expect:
+            raise StateError(f"run {run_id} is {run.status.value}, not {expect.value}", hint=hint)
         session = await self.store.get_session(run.session_id)
-        run = await self.store.update_run(run.transition(RunStatus.CANCELLED))
-        await self._append(
-            session.id, [self.make_event(session.id, EventType.RUN_CANCELLED, {"reason": reason}, run.id)]
-        )
+        run = await self.store.update_run(run.transition(to, **changes))
+        await self._append(session.id, [self.make_event(session.id, TERMINAL_EVENT[to], payload, run.id)])
         result = result_of(run)
         self.notify("asm_run_finished", session, run, session=session, run=run, result=result)
         return result
+
+    async def cancel_pending(self, run_id: str, reason: str = "cancelled") -> RunResult:
+        """Cancel a run that has not started: ``run_cancelled`` is stored, the run never executes."""
+        return await self._close_unexecuted(
+            run_id, RunStatus.PENDING, RunStatus.CANCELLED, {"reason": reason}, hint="cancel the task running it"
+        )
 
     async def fail_crashed(self, run_id: str, error: AsmError) -> RunResult:
         """Close a run that a dead process left ``running``: ``run_failed`` with reason crashed."""
-        run = await self.store.get_run(run_id)
-        if run.status is not RunStatus.RUNNING:
-            raise StateError(f"run {run_id} is {run.status.value}, not running")
-        session = await self.store.get_session(run.session_id)
-        run = await self.store.update_run(run.transition(RunStatus.FAILED, error=error.to_dict()))
-        await self._append(
-            session.id,
-            [
-                self.make_event(
-                    session.id, EventType.RUN_FAILED, {"error": error.to_dict(), "reason": "crashed"}, run.id
-                )
-            ],
+        return await self._close_unexecuted(
+            run_id,
+            RunStatus.RUNNING,
+            RunStatus.FAILED,
+            {"error": error.to_dict(), "reason": "crashed"},
+            error=error.to_dict(),
         )
-        result = result_of(run)
-        self.notify("asm_run_finished", session, run, session=session, run=run, result=result)
-        return result
 
-    async def execute(self, run_id: str, **options: Any) -> RunResult:
-        """Execute a pending run to the end; see :meth:`stream_execute` for the options."""
+    @staticmethod
+    async def _result_of_stream(stream: AsyncIterator[Event | RunResult]) -> RunResult:
+        """Drain a run's event stream; its last item is the RunResult."""
         result: RunResult | None = None
-        async for item in self.stream_execute(run_id, **options):
+        async for item in stream:
             if isinstance(item, RunResult):
                 result = item
         assert result is not None
         return result
+
+    async def execute(self, run_id: str, **options: Any) -> RunResult:
+        """Execute a pending run to the end; see :meth:`stream_execute` for the options."""
+        return await self._result_of_stream(self.stream_execute(run_id, **options))
 
     async def run(self, session_id: str, input: Any, **options: Any) -> RunResult:
         """Start a run in the session and execute it; returns the :class:`RunResult`.
 
         Raises the run's :class:`AsmError` if it failed (the failure is stored first).
         """
-        result: RunResult | None = None
-        async for item in self.stream_run(session_id, input, **options):
-            if isinstance(item, RunResult):
-                result = item
-        assert result is not None
-        return result
+        return await self._result_of_stream(self.stream_run(session_id, input, **options))
 
     async def run_once(
         self,
@@ -503,15 +506,25 @@ class SessionManager:
         """
         defaults = self._kernel.config.run
         run = await self.store.get_run(run_id)
-        stored = decode_options(run.metadata.get(OPTIONS_KEY, {}))
-        system = system if system is not None else stored.get("system")
-        tools = tools if tools is not None else stored.get("tools")
-        max_tokens = max_tokens if max_tokens is not None else stored.get("max_tokens")
-        temperature = temperature if temperature is not None else stored.get("temperature")
-        max_turns = max_turns if max_turns is not None else stored.get("max_turns")
-        timeout = timeout if timeout is not None else stored.get("timeout")
-        response_schema = response_schema if response_schema is not None else stored.get("response_schema")
-        turns = max_turns if max_turns is not None else defaults.max_turns
+        # Precedence: this call's arguments, then the options stored with the run, then [run].
+        given = {
+            "system": system,
+            "tools": tools,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "max_turns": max_turns,
+            "timeout": timeout,
+            "response_schema": response_schema,
+            "requires": requires,
+            "prefers": prefers,
+            "exclude": exclude,
+        }
+        opts = {
+            **decode_options(run.metadata.get(OPTIONS_KEY, {})),
+            **{k: v for k, v in given.items() if v is not None},
+        }
+        timeout = opts.get("timeout")
+        turns = opts.get("max_turns", defaults.max_turns)
         if not isinstance(turns, int) or turns < 1:
             raise ValidationError(f"max_turns must be an integer >= 1, got {turns!r}", path="max_turns")
         if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
@@ -527,15 +540,16 @@ class SessionManager:
                 hint="resume the session first" if session.status is SessionStatus.PAUSED else "start a new session",
             )
         queue: asyncio.Queue[Event | RunResult | BaseException | None] = asyncio.Queue()
+        response_schema = opts.get("response_schema")
         options = {
-            "system": system if system is not None else defaults.system,
-            "tools": tuple(tools or ()),
-            "max_tokens": max_tokens if max_tokens is not None else defaults.max_tokens,
-            "temperature": temperature if temperature is not None else defaults.temperature,
+            "system": opts.get("system", defaults.system),
+            "tools": tuple(opts.get("tools", ())),
+            "max_tokens": opts.get("max_tokens", defaults.max_tokens),
+            "temperature": opts.get("temperature", defaults.temperature),
             "response_schema": dict(response_schema) if response_schema is not None else None,
-            "requires": tuple(requires if requires is not None else stored.get("requires", ())),
-            "prefers": tuple(prefers if prefers is not None else stored.get("prefers", ())),
-            "exclude": tuple(exclude if exclude is not None else stored.get("exclude", ())),
+            "requires": tuple(opts.get("requires", ())),
+            "prefers": tuple(opts.get("prefers", ())),
+            "exclude": tuple(opts.get("exclude", ())),
         }
 
         async def emit(events: Sequence[Event]) -> None:
