@@ -33,6 +33,7 @@ import attrs
 from attrs import field, frozen
 
 from .errors import ConfigError
+from .secrets import Secret
 
 __all__ = [
     "Secret",
@@ -53,32 +54,6 @@ __all__ = [
 _SECRET_KEY = re.compile(r"(api[_-]?key|secret|token|password|passwd|credential)", re.I)
 _INTERPOLATE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 MASK = "********"
-
-
-class Secret:
-    """A string that never shows itself in ``repr``/``str``; call :meth:`reveal` to use it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 class _Unset:
@@ -173,6 +148,13 @@ class RuntimeConfig:
     on_paused: Literal["wait", "reject"] = "wait"
     recovery: Literal["fail", "requeue"] = "fail"
     max_recovery_attempts: int = field(default=3, validator=_non_negative_int)
+    #: Seconds a run's lease lasts without a heartbeat; a run whose lease expired is taken to
+    #: belong to a dead process and may be recovered by another.
+    lease_ttl: float = field(default=30.0, validator=_positive_number)
+    #: Seconds between heartbeats that renew the lease of a running run (default lease_ttl / 3).
+    heartbeat_interval: float | None = None
+    #: This process's worker id (owner of its runs' leases); default ``host:pid:random``.
+    worker_id: str | None = None
 
 
 @frozen
