@@ -11,7 +11,10 @@ errors name the *key* that is wrong, never its value when that key holds a secre
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .model import Usage
 
 __all__ = [
     "AsmError",
@@ -242,7 +245,8 @@ class ProviderError(AsmError):
 
     ``provider`` and ``model`` name the target; ``status`` is the HTTP status when there was one;
     ``retry_after`` (seconds) is the server's hint; ``output_started`` records whether any output
-    had already reached the caller, which forbids failover.
+    had already reached the caller, which forbids failover; ``usage`` is what the provider
+    reported before the attempt failed (those tokens were billed, so the kernel records them).
     """
 
     code = "provider.error"
@@ -258,8 +262,10 @@ class ProviderError(AsmError):
         retry_after: float | None = None,
         output_started: bool = False,
         request_id: str | None = None,
+        usage: Usage | None = None,
         **kwargs: Any,
     ) -> None:
+        self.usage = usage
         self.provider = provider
         self.model = model
         self.status = status
