@@ -8,12 +8,15 @@ reported by ``asm plugins`` with the reason, and every other plugin goes on work
 
 from __future__ import annotations
 
+import contextvars
 import difflib
+import functools
 import importlib
+import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -21,7 +24,7 @@ import pluggy
 from attrs import define, field
 
 from . import hookspecs
-from .errors import DuplicateComponentError, PluginLoadError
+from .errors import DuplicateComponentError, PluginError, PluginLoadError
 from .registry import KINDS, Register, Registry
 
 __all__ = ["PluginInfo", "PluginManager", "BUILTIN_PLUGINS", "ENTRY_POINT_GROUP"]
@@ -41,6 +44,33 @@ BUILTIN_PLUGINS: dict[str, str] = {
 
 
 _warned: set[tuple[str, str]] = set()
+#: The (session, run) a lifecycle hook call concerns, for reports of a failing implementation.
+_CONTEXT: contextvars.ContextVar[tuple[Any, Any]] = contextvars.ContextVar("asm_hook_context", default=(None, None))
+trace_log = logging.getLogger("asm.hooks")
+
+
+def _trace(pm: pluggy.PluginManager) -> None:
+    """``ASM_TRACE_HOOKS=1``: log every hook call and its result (pluggy's call monitoring)."""
+    if not trace_log.handlers and not logging.getLogger().handlers:
+        from .secrets import RedactingFilter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("asm: trace: %(message)s"))
+        handler.addFilter(RedactingFilter())
+        trace_log.addHandler(handler)
+    trace_log.setLevel(logging.DEBUG)
+
+    def before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+        names = ", ".join(i.plugin_name for i in impls) or "no implementation"
+        trace_log.debug("%s(%s) -> %s", hook_name, ", ".join(sorted(kwargs)), names)
+
+    def after(
+        outcome: pluggy.Result[Any], hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
+    ) -> None:
+        if outcome.exception is not None:
+            trace_log.debug("%s raised %s", hook_name, type(outcome.exception).__name__)
+
+    pm.add_hookcall_monitoring(before, after)
 
 
 def _warn_once(name: str, reason: str) -> None:
@@ -95,6 +125,9 @@ class PluginManager:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager("asm")
         self.pm.add_hookspecs(hookspecs)
+        self._solo: dict[tuple[str, int], Any] = {}
+        if _env_flag("ASM_TRACE_HOOKS"):
+            _trace(self.pm)
         self.plugins: dict[str, PluginInfo] = {}
         self.registries: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
         self._registered_components = False
@@ -177,7 +210,7 @@ class PluginManager:
         try:
             obj = load()
             self.pm.register(obj, name=info.name)
-            self._check_hook_names(obj)
+            self._check_impls(obj)
         except Exception as exc:  # a broken plugin must not take the others down
             if obj is not None and self.pm.is_registered(obj):
                 self.pm.unregister(obj)
@@ -185,24 +218,73 @@ class PluginManager:
             info.error = f"{type(exc).__name__}: {exc}"
             _warn_once(info.name, info.error)
             return
+        finally:
+            self._solo.clear()
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(obj) or [])
+        for caller in self.pm.get_hookcallers(obj) or []:
+            if caller.name in hookspecs.NOTIFY_HOOKS:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is obj:
+                        # pluggy types the attribute Final; the replacement is a transparent
+                        # wrapper (same signature via __wrapped__), so dispatch is unchanged.
+                        impl.function = self._isolated(caller.name, info.name, impl.function)  # type: ignore[misc]
 
-    def _check_hook_names(self, obj: object) -> None:
+    def _check_impls(self, obj: object) -> None:
         known = hookspecs.hook_names()
         for caller in self.pm.get_hookcallers(obj) or []:
-            for impl in caller.get_hookimpls():
-                if impl.plugin is obj and (impl.hookwrapper or impl.wrapper):
-                    raise PluginLoadError(
-                        f"implements {caller.name} as a hook wrapper, which asm does not support",
-                        hint="asm calls each implementation on its own so one plugin cannot break another; "
-                        "drop wrapper=True/hookwrapper=True",
-                    )
             if caller.name.startswith("asm_") and caller.spec is None:
                 close = difflib.get_close_matches(caller.name, known, n=1)
                 raise PluginLoadError(
                     f"implements unknown hook {caller.name}",
                     hint=f"did you mean {close[0]}?" if close else "see docs/reference/hooks.md",
                 )
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not obj:
+                    continue
+                if impl.hookwrapper or impl.wrapper:
+                    raise PluginLoadError(
+                        f"implements {caller.name} as a hook wrapper, which asm does not support",
+                        hint="asm calls each implementation on its own so one plugin cannot break another; "
+                        "drop wrapper=True/hookwrapper=True (to wrap a run stage, use asm_configure_pipeline)",
+                    )
+                func = impl.function
+                if (inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)) and (
+                    caller.name not in hookspecs.ASYNC_HOOKS
+                ):
+                    asyncs = ", ".join(sorted(hookspecs.ASYNC_HOOKS))
+                    raise PluginLoadError(
+                        f"implements {caller.name} with `async def`, but {caller.name} is called synchronously "
+                        "(an async implementation would never run)",
+                        hint=f"make it a plain def; hooks that may be async: {asyncs}",
+                    )
+
+    def _isolated(self, hook_name: str, plugin: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func`` such that an exception is reported through ``asm_on_error`` instead of raised."""
+
+        @functools.wraps(func)
+        def isolated(*args: Any) -> Any:
+            try:
+                return func(*args)
+            except Exception as exc:
+                log.exception("hook %s of plugin %s raised", hook_name, plugin)
+                if hook_name != "asm_on_error":  # a failing error handler is only logged
+                    self._report(exc, plugin, hook_name)
+                return None
+
+        return isolated
+
+    def _report(self, exc: BaseException, plugin: str, hook_name: str) -> None:
+        from .errors import AsmError
+
+        if not isinstance(exc, AsmError):
+            exc = PluginError(
+                f"hook {hook_name} of plugin {plugin!r} raised {type(exc).__name__}: {exc}", plugin=plugin
+            )
+        session, run = _CONTEXT.get()
+        failing = self.pm.get_plugin(plugin)
+        # The failing plugin is not asked to handle its own failure.
+        caller = self.pm.subset_hook_caller("asm_on_error", remove_plugins=[failing] if failing else [])
+        caller(error=exc, session=session, run=run, during=f"hook:{hook_name}")
 
     def register_object(self, obj: object, name: str, source: str = "direct") -> None:
         """Register a plugin object directly (tests, embedding applications)."""
@@ -220,18 +302,21 @@ class PluginManager:
         self._registered_components = True
         for kind, hook_name in KINDS.items():
             registry = self.registries[kind]
-            for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-                info = self.plugins.get(impl.plugin_name)
-                before = set(registry.names())
-                try:
-                    impl.function(register=Register(registry, impl.plugin_name))
-                except DuplicateComponentError:
-                    raise
-                except Exception as exc:
-                    self._quarantine(impl.plugin_name, exc)
+            before: dict[str, set[str]] = {}
+
+            def kwargs_for(plugin: str, registry: Registry = registry, before: dict[str, set[str]] = before) -> Any:
+                before[plugin] = set(registry.names())
+                return {"register": Register(registry, plugin)}
+
+            for plugin, exc in self.call_each(hook_name, kwargs_for):
+                if isinstance(exc, DuplicateComponentError):
+                    raise exc
+                if exc is not None:
+                    self._quarantine(plugin, exc)
                     continue
+                info = self.plugins.get(plugin)
                 if info is not None:
-                    info.components.extend(f"{kind}:{n}" for n in sorted(set(registry.names()) - before))
+                    info.components.extend(f"{kind}:{n}" for n in sorted(set(registry.names()) - before[plugin]))
         return self.registries
 
     def _quarantine(self, name: str, exc: BaseException) -> None:
@@ -254,27 +339,71 @@ class PluginManager:
         """Implementations in pluggy's call order (last registered first)."""
         return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
 
-    def notify(
-        self, hook_name: str, on_error: Callable[[BaseException, str], None] | None = None, **kwargs: Any
-    ) -> None:
-        """Call every implementation; one that raises is reported and the rest still run."""
-        for impl in self.impls(hook_name):
-            try:
-                impl.function(*[kwargs[arg] for arg in impl.argnames])
-            except Exception as exc:
-                log.exception("hook %s of plugin %s raised", hook_name, impl.plugin_name)
-                if on_error is not None:
-                    on_error(exc, impl.plugin_name)
+    def notify(self, hook_name: str, *, context: tuple[Any, Any] = (None, None), **kwargs: Any) -> None:
+        """Call a lifecycle hook through pluggy; an implementation that raises is reported to
+        ``asm_on_error`` (with ``context``: the session and run it concerns) and the rest still run."""
+        token = _CONTEXT.set(context)
+        try:
+            getattr(self.pm.hook, hook_name)(**kwargs)
+        finally:
+            _CONTEXT.reset(token)
 
-    def chain(self, hook_name: str, value_arg: str, **kwargs: Any) -> Any:
-        """Call implementations in order, each seeing the value the previous one returned."""
+    def _solo_caller(self, hook_name: str, plugin: object) -> Any:
+        """A pluggy hook caller with ``plugin``'s implementation only (cached until plugins change)."""
+        key = (hook_name, id(plugin))
+        caller = self._solo.get(key)
+        if caller is None:
+            others = [p for p in self.pm.get_plugins() if p is not plugin]
+            caller = self._solo[key] = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+        return caller
+
+    async def chain(self, hook_name: str, value_arg: str, **kwargs: Any) -> Any:
+        """Call the implementations in order, each seeing the value the previous one returned.
+
+        Each call goes through pluggy (tracing and monitoring see it); an ``async def``
+        implementation is awaited before the next one runs. A non-asm exception becomes a
+        :class:`PluginError` naming the plugin (decision hooks are not isolated: a policy that
+        raises means to stop the run).
+        """
         value = kwargs[value_arg]
         for impl in self.impls(hook_name):
             kwargs[value_arg] = value
-            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-            if result is not None:
-                value = result
+            try:
+                result = self._solo_caller(hook_name, impl.plugin)(**kwargs)
+                if result and inspect.isawaitable(result[0]):
+                    result = [await result[0]]
+            except Exception as exc:
+                from .errors import AsmError
+
+                if isinstance(exc, AsmError):
+                    raise
+                raise PluginError(
+                    f"hook {hook_name} of plugin {impl.plugin_name!r} raised {type(exc).__name__}: {exc}",
+                    plugin=impl.plugin_name,
+                ) from exc
+            if result and result[0] is not None:
+                value = result[0]
         return value
+
+    def first(self, hook_name: str, **kwargs: Any) -> Any:
+        """A ``firstresult`` hook's answer (None when no implementation answers)."""
+        return getattr(self.pm.hook, hook_name)(**kwargs)
+
+    def call_each(self, hook_name: str, make_kwargs: Callable[[str], dict[str, Any]]) -> list[tuple[str, Any]]:
+        """Call every implementation on its own, through pluggy, with arguments made for its plugin.
+
+        Returns ``(plugin name, exception or None)`` per implementation, in call order; the
+        register family uses it so each plugin gets a ``register`` that remembers who it is.
+        """
+        outcome: list[tuple[str, Any]] = []
+        for impl in self.impls(hook_name):
+            try:
+                self._solo_caller(hook_name, impl.plugin)(**make_kwargs(impl.plugin_name))
+            except Exception as exc:
+                outcome.append((impl.plugin_name, exc))
+            else:
+                outcome.append((impl.plugin_name, None))
+        return outcome
 
     def info(self) -> list[PluginInfo]:
         return sorted(self.plugins.values(), key=lambda p: (p.source != "builtin", p.name))

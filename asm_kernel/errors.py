@@ -37,6 +37,8 @@ __all__ = [
     "StoreCorruptError",
     "StoreClosedError",
     "StoreReadOnlyError",
+    "WriteConflictError",
+    "LeaseLostError",
     "ProviderError",
     "ProviderAuthError",
     "InvalidRequestError",
@@ -235,6 +237,26 @@ class StoreReadOnlyError(StorageError):
     """The store was opened read-only and a write was attempted."""
 
     code = "storage.read_only"
+
+
+class WriteConflictError(StorageError):
+    """A write unit's condition did not hold: the record changed since the writer read it.
+
+    For example two cancels of one queued run: the first moves it ``pending -> cancelled``, the
+    second expected ``pending`` and stores nothing. ``details`` name the record, what was
+    expected and what was found.
+    """
+
+    code = "storage.write_conflict"
+
+
+class LeaseLostError(StorageError):
+    """A write carried a run lease token that is no longer current: another worker took the run over.
+
+    The writer must stop working on that run; whatever it tried to write was not stored.
+    """
+
+    code = "storage.lease_lost"
 
 
 # -- providers --------------------------------------------------------------------------------

@@ -4,9 +4,19 @@ Implement a hook with the :data:`asm_kernel.hookimpl` marker in a module you lis
 (``plugins.modules = ["my_hooks"]``) or ship under the ``asm`` entry-point group. Arguments are
 passed by name; an implementation may accept any subset of them (pluggy semantics).
 
-Lifecycle hooks are called *after* the fact they report has been persisted; an exception raised
-by a lifecycle hook is reported through ``asm_on_error`` and logged, never lost, and does not
-undo what was stored.
+Hooks are dispatched by pluggy (``pm.hook.<name>``); ``ASM_TRACE_HOOKS=1`` logs every call.
+Three kinds:
+
+* **register** hooks run once per kernel, each plugin with its own ``register``;
+* **lifecycle** hooks (:data:`NOTIFY_HOOKS`) are called *after* the fact they report has been
+  persisted; an exception raised by one implementation is reported through ``asm_on_error`` and
+  logged, never lost, does not undo what was stored, and does not stop the other plugins'
+  implementations;
+* **decision** hooks (:data:`ASYNC_HOOKS`) may be ``async def``; they are chained (each sees what
+  the previous returned) and what they raise stops the run — that is what they are for.
+
+An ``async def`` implementation of any other hook is refused when the plugin registers (it would
+never run). Hook wrappers are refused too: wrap a run stage through ``asm_configure_pipeline``.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ if TYPE_CHECKING:
     from .errors import AsmError
     from .kernel import Kernel
     from .model import Event, Message, ProviderRequest, Run, RunResult, Session, SessionStatus, Usage
+    from .pipeline import Pipeline
     from .registry import Register
 
 hookspec = pluggy.HookspecMarker("asm")
@@ -71,6 +82,31 @@ def asm_register_commands(cli: CommandRegistry) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def asm_default_store(kernel: Kernel) -> str | None:
+    """Name the store a kernel uses when the config has no ``[store]`` table.
+
+    Return the registered name of a store (``"duckdb"``), or None to let another plugin answer.
+    The first answer wins (``firstresult``); the kernel's builtin answer, tried last, is
+    ``"memory"`` — and the kernel then warns that sessions are kept in memory only.
+    """
+
+
+@hookspec
+def asm_configure_pipeline(pipeline: Pipeline, kernel: Kernel) -> None:
+    """Add stages to the run pipeline or wrap its stages, once, when the kernel starts.
+
+    ``pipeline.add("name", stage, after="call")`` inserts ``async def stage(state)``;
+    ``pipeline.wrap("call", wrapper)`` runs ``async def wrapper(state, proceed)`` around a stage
+    (it calls ``await proceed()`` to run the stage, or does not, to skip it). ``state`` is the
+    run's :class:`~asm_kernel.pipeline.RunState`: stages record what they do with
+    ``await state.emit(type, payload)`` or ``state.defer(type, payload)``. A stage that raises
+    fails the run (its terminal unit is still written). Stages: ``prepare``, ``start``,
+    ``preflight``, ``turns`` (per turn: ``context``, ``call``, ``tools``), ``settle``; see
+    docs/concepts.md. An exception raised here stops the kernel from starting.
+    """
+
+
 # -- lifecycle family -------------------------------------------------------------------------
 
 
@@ -108,16 +144,17 @@ def asm_event_appended(event: Event) -> None:
 def asm_before_provider_request(
     request: ProviderRequest, session: Session, run: Run, provider: str
 ) -> ProviderRequest | None:
-    """Inspect or rewrite the request about to be sent.
+    """Inspect or rewrite the request about to be sent (a decision hook: may be ``async def``).
 
     Return a new :class:`ProviderRequest` (``attrs.evolve(request, ...)``) to replace it, or None
     to leave it. Implementations are chained: each sees the request the previous one returned.
+    Raising an :class:`~asm_kernel.errors.AsmError` (a ``PolicyError``, say) fails the attempt.
     """
 
 
 @hookspec
 def asm_route_candidates(candidates: list[str], session: Session, run: Run) -> list[str] | None:
-    """Veto or reorder the providers a run will try, after the router ordered them.
+    """Veto or reorder the providers a run will try, after the router ordered them (may be async).
 
     Return a new list (a subset of ``candidates``, in the order to try) or None to leave it.
     Implementations are chained. Returning an empty list fails the run with a CapabilityError.
@@ -133,6 +170,23 @@ def asm_after_provider_response(session: Session, run: Run, provider: str, messa
 def asm_on_error(error: AsmError, session: Session | None, run: Run | None, during: str) -> None:
     """An error happened while ``during``: ``"run"`` (the run failed), ``"tool"`` (a tool raised;
     the model gets an error result) or ``"hook:<hook name>"`` (another plugin's hook raised)."""
+
+
+#: Hooks whose implementations may be ``async def`` (the kernel awaits them).
+ASYNC_HOOKS: frozenset[str] = frozenset({"asm_before_provider_request", "asm_route_candidates"})
+#: Lifecycle hooks: every implementation runs, one that raises is reported, not raised.
+NOTIFY_HOOKS: frozenset[str] = frozenset(
+    {
+        "asm_kernel_started",
+        "asm_kernel_stopping",
+        "asm_session_transition",
+        "asm_run_started",
+        "asm_run_finished",
+        "asm_event_appended",
+        "asm_after_provider_response",
+        "asm_on_error",
+    }
+)
 
 
 def hook_names() -> list[str]:

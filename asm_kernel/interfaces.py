@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .model import (
     Event,
+    Fence,
     ModelInfo,
     ProviderRequest,
     Run,
@@ -21,6 +22,7 @@ from .model import (
     StreamEvent,
     ToolSpec,
 )
+from .writes import Committed, StoreCapabilities, WriteUnit
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -52,29 +54,50 @@ class ComponentContext(Protocol):
 
 @runtime_checkable
 class Store(Protocol):
-    """Sessions, runs and the per-session event log.
+    """Sessions, runs and the per-session event log (store contract v2).
 
-    Contract (checked by ``asm_kernel.testing.StoreConformance``):
+    Contract (checked by ``asm_kernel.testing.StoreConformance``, fault injection included):
 
-    * ``append`` assigns ``seq`` gapless per session from 1, atomically with the insert;
-      a batch is all-or-nothing.
-    * appending an event whose ``id`` is already stored returns the stored event (its original
-      seq) instead of storing it again.
-    * ``expected_seq`` given and not equal to the session's last seq raises
-      :class:`~asm_kernel.errors.SeqConflictError` and stores nothing.
-    * an acknowledged append (the awaitable returned) survives a crash of the process, unless
-      the store's documented durability mode says otherwise for stream deltas.
+    * **one atomic write unit**: :meth:`commit` writes a :class:`~asm_kernel.writes.WriteUnit` —
+      events plus the session and run records they imply — in one transaction, after checking
+      its conditions; a unit whose condition fails stores nothing and raises a typed error;
+    * ``seq`` is assigned gapless per session from 1, in the transaction of the insert, and is
+      never reused once acknowledged;
+    * a unit (or an ``append``) whose every event id is already stored returns the stored events
+      (their original seqs) and writes nothing; a malformed event or record fails its own call
+      with a :class:`~asm_kernel.errors.ValidationError` and never anyone else's;
+    * ``expected_seq`` not equal to the session's last seq raises
+      :class:`~asm_kernel.errors.SeqConflictError`;
+    * **run leases**: a :class:`~asm_kernel.writes.RunWrite` with ``lease_ttl`` grants or renews a
+      lease judged by the store's clock; a write carrying a :class:`~asm_kernel.model.Fence` whose
+      token is not the run's current one raises :class:`~asm_kernel.errors.LeaseLostError`;
+      ``list_runs(lease_expired=True)`` finds running runs whose owner stopped renewing;
+    * an acknowledged write survives a crash of the process, unless the store's documented
+      durability mode says otherwise for stream deltas;
+    * the store declares what it is in :attr:`capabilities`.
     """
+
+    @property
+    def capabilities(self) -> StoreCapabilities: ...
 
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    async def create_session(self, session: Session) -> Session: ...
+    async def commit(self, unit: WriteUnit) -> Committed:
+        """Write ``unit`` atomically (see :mod:`asm_kernel.writes`)."""
+
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int | None = None,
+        fence: Fence | None = None,
+    ) -> list[Event]:
+        """Events only: ``commit(WriteUnit(session_id, events, expected_seq=..., fence=...))``."""
 
     async def get_session(self, session_id: str) -> Session: ...
-
-    async def update_session(self, session: Session) -> Session: ...
 
     async def list_sessions(
         self,
@@ -84,28 +107,28 @@ class Store(Protocol):
         tag: str | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> list[Session]: ...
-
-    async def create_run(self, run: Run) -> Run: ...
+    ) -> list[Session]:
+        """Newest first (``created_at`` then id, descending)."""
 
     async def get_run(self, run_id: str) -> Run: ...
-
-    async def update_run(self, run: Run) -> Run: ...
 
     async def list_runs(
         self,
         *,
         session_id: str | None = None,
         status: RunStatus | None = None,
+        lease_expired: bool | None = None,
         limit: int = 100,
         offset: int = 0,
-    ) -> list[Run]: ...
+    ) -> list[Run]:
+        """Oldest first (``created_at`` then id). ``lease_expired=True`` keeps runs whose lease
+        has expired by the store's clock or was never granted; False those holding a live one."""
 
     async def find_run_by_idempotency_key(self, session_id: str, key: str) -> Run | None: ...
 
-    async def append(
-        self, session_id: str, events: Sequence[Event], *, expected_seq: int | None = None
-    ) -> list[Event]: ...
+    async def renew_leases(self, fences: Sequence[Fence], ttl: float) -> list[str]:
+        """Extend each lease whose token is current and whose run is running to now + ``ttl``
+        (store clock); returns the ids of the runs whose lease was lost (all others renewed)."""
 
     async def read(
         self,
@@ -115,7 +138,9 @@ class Store(Protocol):
         before: int | None = None,
         limit: int | None = None,
         types: Sequence[str] | None = None,
-    ) -> list[Event]: ...
+        run_id: str | None = None,
+    ) -> list[Event]:
+        """Events with ``after < seq < before`` in seq order, optionally of ``types`` / ``run_id``."""
 
     async def last(self, session_id: str, n: int) -> list[Event]: ...
 

@@ -19,14 +19,24 @@ from attrs import frozen
 
 from ._plugins import PluginManager
 from .config import ComponentConfig, Config, config_from_dict, load_config, validate_settings
-from .errors import AsmError, ConfigError, UnknownComponentError
+from .errors import AsmError, ConfigError, PluginError, UnknownComponentError
 from .interfaces import Provider, Store
+from .leases import LeaseKeeper
 from .model import Event
+from .pipeline import Pipeline
 from .registry import Registry
 
-__all__ = ["Kernel", "BuildContext"]
+__all__ = ["Kernel", "BuildContext", "default_worker_id"]
 
 log = logging.getLogger("asm.kernel")
+
+
+def default_worker_id() -> str:
+    """``host:pid:random``: unique per kernel, readable in a run's ``owner``."""
+    import secrets
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 @frozen
@@ -83,9 +93,13 @@ class Kernel:
         self.router: Any = None
         self.breakers: Any = None
         self._started = False
+        #: This process's id as the owner of the runs it executes (their leases).
+        self.worker_id: str = config.runtime.worker_id or default_worker_id()
+        self.pipeline = Pipeline()
         from .runtime.supervisor import Supervisor
         from .sessions import SessionManager
 
+        self.leases = LeaseKeeper(self)
         self.sessions = SessionManager(self)
         self.runtime = Supervisor(self)
 
@@ -149,14 +163,10 @@ class Kernel:
             ) from exc
 
     def default_store_config(self) -> ComponentConfig:
-        if "duckdb" in self.registries["store"]:
-            return ComponentConfig("duckdb", "duckdb", {}, "store")
-        warnings.warn(
-            "asm-duckdb is not installed, so sessions are kept in memory and lost on exit; "
-            "pip install asm-duckdb or configure [store]",
-            stacklevel=3,
-        )
-        return ComponentConfig("memory", "memory", {}, "store")
+        """The ``[store]`` a config without one gets: the ``asm_default_store`` hook's answer."""
+        self.registries  # noqa: B018  (plugins register their stores before they are asked)
+        name = self.plugins.first("asm_default_store", kernel=self) or "memory"
+        return ComponentConfig(name, name, {}, "store")
 
     def _build_all(self) -> None:
         cfg = self.config
@@ -164,6 +174,12 @@ class Kernel:
             self.store = self._given_store
         else:
             self.store = self.build("store", cfg.store or self.default_store_config())
+            if cfg.store is None and not self.store.capabilities.durable:
+                warnings.warn(
+                    f"no durable store is installed, so sessions are kept in memory ({type(self.store).__name__}) "
+                    "and lost on exit; install one (pip install asm-duckdb) or configure [store]",
+                    stacklevel=3,
+                )
         providers = cfg.providers
         if not providers and not self._given_providers:
             providers = (ComponentConfig("echo", "echo", {}, "providers[0]"),)
@@ -221,17 +237,35 @@ class Kernel:
         if self._started:
             return self
         self._build_all()
+        self.pipeline = self._build_pipeline()
         await self.store.open()
         self._started = True
-        self.plugins.notify("asm_kernel_started", self.hook_error_reporter("asm_kernel_started"), kernel=self)
+        self.plugins.notify("asm_kernel_started", kernel=self)
         return self
+
+    def _build_pipeline(self) -> Pipeline:
+        pipeline = Pipeline()
+        for plugin, exc in self.plugins.call_each(
+            "asm_configure_pipeline", lambda plugin: {"pipeline": pipeline, "kernel": self}
+        ):
+            if exc is not None:
+                if isinstance(exc, AsmError):
+                    exc.details.setdefault("plugin", plugin)
+                    raise exc
+                raise PluginError(
+                    f"plugin {plugin!r} failed to configure the run pipeline: {type(exc).__name__}: {exc}",
+                    plugin=plugin,
+                ) from exc
+        return pipeline
 
     async def close(self) -> None:
         if not self._started:
             return
         self._started = False
         await self.runtime.shutdown()
-        self.plugins.notify("asm_kernel_stopping", self.hook_error_reporter("asm_kernel_stopping"), kernel=self)
+        await self.sessions.closer.close()
+        await self.leases.close()
+        self.plugins.notify("asm_kernel_stopping", kernel=self)
         for provider in self.providers.values():
             try:
                 await provider.aclose()
@@ -255,31 +289,14 @@ class Kernel:
     # -- event fan-out ----------------------------------------------------------------------
 
     def published(self, events: Sequence[Event]) -> None:
-        """Called by the session manager after events are stored: telemetry, then hooks."""
+        """Called after events are stored: telemetry sinks, then ``asm_event_appended`` hooks."""
         for event in events:
             for sink in self.telemetry:
                 try:
                     sink.emit(event)
                 except Exception:
                     log.exception("telemetry sink %r failed on event %s", sink, event.id)
-            self.plugins.notify("asm_event_appended", self.hook_error_reporter("asm_event_appended"), event=event)
-
-    def hook_error_reporter(self, during: str, session: Any = None, run: Any = None) -> Any:
-        """A callback for :meth:`PluginManager.notify`: reports a failing hook to ``asm_on_error``."""
-
-        def report(exc: BaseException, plugin: str) -> None:
-            if not isinstance(exc, AsmError):
-                exc = AsmError(f"hook of plugin {plugin!r} raised {type(exc).__name__}: {exc}", plugin=plugin)
-            kwargs = {"error": exc, "session": session, "run": run, "during": f"hook:{during}"}
-            for impl in self.plugins.impls("asm_on_error"):
-                if impl.plugin_name == plugin:
-                    continue  # a failing plugin is not asked to handle its own failure
-                try:
-                    impl.function(*[kwargs[a] for a in impl.argnames])
-                except Exception:
-                    log.exception("asm_on_error of plugin %s raised", impl.plugin_name)
-
-        return report
+            self.plugins.notify("asm_event_appended", event=event)
 
     # -- conveniences -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias
 
-from attrs import evolve, field, frozen
+from attrs import Factory, evolve, field, frozen
 
 from .errors import IllegalTransitionError, ValidationError
 
@@ -23,6 +23,7 @@ __all__ = [
     "Session",
     "Run",
     "Event",
+    "Fence",
     "TextBlock",
     "ImageBlock",
     "ToolUseBlock",
@@ -143,7 +144,9 @@ class RunStatus(enum.StrEnum):
 
 
 RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED}),
+    # A run can end before it starts: cancelled in its queue, failed (its route could not be
+    # planned) or timed out (its deadline passed while it was being prepared).
+    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.TIMED_OUT}),
     RunStatus.RUNNING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}),
     RunStatus.COMPLETED: frozenset(),
     RunStatus.FAILED: frozenset(),
@@ -341,7 +344,8 @@ class Session:
     metadata: dict[str, Any] = field(factory=dict, converter=_freeze_mapping)
     tags: tuple[str, ...] = field(default=(), converter=_strings)
     created_at: datetime = field(factory=utcnow, converter=_utc)
-    updated_at: datetime = field(factory=utcnow, converter=_utc)
+    #: Defaults to ``created_at``: a new session was last changed when it was made.
+    updated_at: datetime = field(default=Factory(lambda self: self.created_at, takes_self=True), converter=_utc)
 
     def transition(self, to: SessionStatus) -> Session:
         """The same session in status ``to``; raises if the lifecycle forbids the move."""
@@ -368,6 +372,18 @@ class Run:
     created_at: datetime = field(factory=utcnow, converter=_utc)
     started_at: datetime | None = field(default=None, converter=_utc_or_none)
     finished_at: datetime | None = field(default=None, converter=_utc_or_none)
+    #: The worker (a kernel process, ``runtime.worker_id``) that executes or executed the run.
+    owner: str | None = None
+    #: Fencing token of the run's lease: incremented by every grant, so a write carrying an
+    #: older token comes from a worker whose lease was taken over, and is refused.
+    lease_token: int = 0
+    #: When the lease ends unless renewed (the store's clock); None when no lease is held.
+    lease_expires_at: datetime | None = field(default=None, converter=_utc_or_none)
+
+    @property
+    def lease(self) -> Fence | None:
+        """The fence a writer holding this run's lease presents, if a lease was ever granted."""
+        return Fence(self.id, self.lease_token) if self.lease_token else None
 
     def transition(self, to: RunStatus, **changes: Any) -> Run:
         to = RunStatus(to)
@@ -378,6 +394,18 @@ class Run:
         elif to.terminal:
             changes.setdefault("finished_at", now)
         return evolve(self, status=to, **changes)
+
+
+@frozen
+class Fence:
+    """Proof that a writer holds a run's lease: the run and the token it was granted.
+
+    A store that enforces leases refuses a write carrying a token that is no longer the run's
+    current one (:class:`~asm_kernel.errors.LeaseLostError`).
+    """
+
+    run_id: str
+    token: int
 
 
 @frozen

@@ -40,6 +40,8 @@ from .serialization import dumps
 
 if TYPE_CHECKING:
     from .interfaces import Provider
+    from .kernel import Kernel
+    from .options import RunOptions
 
 __all__ = [
     "Negotiation",
@@ -49,6 +51,7 @@ __all__ = [
     "history_needs",
     "negotiate",
     "downgrade_history",
+    "plan_route",
 ]
 
 Outcome = Literal["full", "degraded", "rejected"]
@@ -158,9 +161,7 @@ def no_candidate_error(
     missing = sorted({c for n in negotiations for c in n.missing_required})
     holders = {cap: sorted(name for name, p in providers.items() if cap in p.capabilities) for cap in missing}
     have = "; ".join(f"{cap}: {', '.join(names) or 'no configured provider'}" for cap, names in holders.items())
-    lacks = "; ".join(
-        f"{n.provider} lacks {', '.join(n.missing_required)}" for n in negotiations if n.missing_required
-    )
+    lacks = "; ".join(f"{n.provider} lacks {', '.join(n.missing_required)}" for n in negotiations if n.missing_required)
     message = why or (
         f"no configured provider offers every required capability ({', '.join(sorted(requires))}): {lacks}"
     )
@@ -204,3 +205,59 @@ def downgrade_history(messages: Sequence[Message], missing: Iterable[str]) -> tu
         if blocks:
             out.append(Message(message.role, tuple(blocks)))
     return out, {k: v for k, v in counts.items() if v}
+
+
+async def plan_route(
+    kernel: Kernel,
+    session: Session,
+    run: Run,
+    options: RunOptions,
+    needs: frozenset[str],
+    last_provider: str | None,
+) -> RoutePlan:
+    """Negotiate every eligible provider, let the router order them, then the hooks veto or reorder.
+
+    ``options.requires``/``prefers`` default to ``[run]``; ``run.provider`` (asked for by name)
+    is the only candidate; ``options.exclude`` removes providers.
+    """
+    providers = kernel.providers
+    defaults = kernel.config.run
+    requires = check_capability_names(options.requires or defaults.requires, providers, "requires")
+    prefers = check_capability_names(options.prefers or defaults.prefers, providers, "prefers")
+    exclude = tuple(options.exclude)
+    for i, name in enumerate(exclude):
+        if name not in providers:
+            raise ValidationError(f"exclude names provider {name!r}, which is not configured", path=f"exclude[{i}]")
+    if run.provider is not None and run.provider in exclude:
+        raise ValidationError(
+            f"provider {run.provider!r} is both requested and excluded",
+            path="exclude",
+            hint="drop it from exclude or ask for another provider",
+        )
+    names = [run.provider] if run.provider is not None else [n for n in providers if n not in exclude]
+    negotiations = {n: negotiate(n, providers[n], requires, prefers, needs) for n in names}
+    viable = [neg for neg in negotiations.values() if neg.outcome != "rejected"]
+    if not viable:
+        raise no_candidate_error(list(negotiations.values()), providers, requires)
+    context = RouteContext(session, run, requires, prefers, last_provider)
+    router = kernel.router
+    ordered = list(router.select(viable, context)) if router is not None else [n.provider for n in viable]
+    ordered = await kernel.plugins.chain(
+        "asm_route_candidates", "candidates", candidates=ordered, session=session, run=run
+    )
+    if not isinstance(ordered, list) or any(
+        n not in negotiations or negotiations[n].outcome == "rejected" for n in ordered
+    ):
+        raise ValidationError(
+            f"the router or an asm_route_candidates hook returned {ordered!r}, which names a provider that "
+            "cannot serve this run",
+            hint=f"return a list drawn from {[n.provider for n in viable]}",
+        )
+    if not ordered:
+        raise no_candidate_error(
+            list(negotiations.values()),
+            providers,
+            requires,
+            why="every candidate provider was vetoed by the router or a hook",
+        )
+    return RoutePlan(tuple(ordered), negotiations)

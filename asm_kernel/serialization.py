@@ -108,8 +108,8 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    """Compact JSON; attrs records and datetimes are converted on the way."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default)
+    """Compact, strict JSON (NaN and Infinity are refused); attrs records and datetimes converted."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=_default, allow_nan=False)
 
 
 def loads(text: str | bytes) -> Any:

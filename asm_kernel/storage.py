@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,13 +18,20 @@ from datetime import datetime
 from typing import Any
 
 from .errors import PayloadTooLargeError, StoreCorruptError, ValidationError
-from .model import Event
+from .model import Event, Fence, Run, Session
 from .serialization import dumps, loads
+from .writes import RunWrite, WriteUnit
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_BATCH",
+    "MAX_DEPTH",
     "check_batch",
+    "check_unit",
+    "check_session",
+    "check_run",
+    "check_page",
+    "strict_json",
     "check_read_args",
     "Notifier",
     "event_row",
@@ -37,8 +45,69 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MAX_BATCH = 10_000
 
 
+#: Largest schema version an event may carry (stores keep it in a 32-bit integer column).
+MAX_SCHEMA_VERSION = 2**31 - 1
+#: Deepest nesting of a payload (JSON parsers and encoders of every store cope with this).
+MAX_DEPTH = 200
+
+
+def _text_ok(value: str) -> bool:
+    """A string every store can keep: encodable as UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _depth_ok(value: Any, depth: int = 0) -> bool:
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(_depth_ok(v, depth + 1) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_depth_ok(v, depth + 1) for v in value)
+    return True
+
+
+def strict_json(value: Any, path: str) -> str:
+    """``value`` as strict JSON text (no NaN/Infinity, valid UTF-8, bounded depth), or a ValidationError."""
+    if not _depth_ok(value):
+        raise ValidationError(f"data is nested deeper than {MAX_DEPTH} levels", path=path, hint="flatten the structure")
+    try:
+        text = dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        what = "non-finite numbers (NaN, Infinity)" if "Out of range float" in str(exc) else str(exc)
+        raise ValidationError(
+            f"data is not strict JSON: {what}",
+            path=path,
+            hint="use str, int, finite float, bool, None, lists and dicts",
+        ) from None
+    if not _text_ok(text):
+        raise ValidationError(
+            "data holds a string that is not valid Unicode (a lone surrogate)",
+            path=path,
+            hint="encode binary data (base64) before storing it",
+        )
+    return text
+
+
+def _check_name(value: Any, path: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"must be a non-empty string, got {value!r:.60}", path=path)
+    if not _text_ok(value):
+        raise ValidationError("is not valid Unicode (a lone surrogate)", path=path)
+
+
 def check_batch(session_id: str, events: Sequence[Event], expected_seq: int | None = None) -> list[str]:
-    """Validate a batch; returns each event's payload as JSON text (reused for the insert)."""
+    """Validate a batch; returns each event's payload as JSON text (reused for the insert).
+
+    Everything a store could fail on later is checked here, before anything is written, so a
+    malformed event fails its own request with a :class:`ValidationError` and never a group of
+    other writers' requests.
+    """
     if expected_seq is not None and (
         isinstance(expected_seq, bool) or not isinstance(expected_seq, int) or expected_seq < 0
     ):
@@ -54,44 +123,149 @@ def check_batch(session_id: str, events: Sequence[Event], expected_seq: int | No
     payloads: list[str] = []
     ids: set[str] = set()
     for i, event in enumerate(events):
+        where = f"events[{i}]"
         if not isinstance(event, Event):
-            raise ValidationError(f"expected Event, got {type(event).__name__}", path=f"events[{i}]")
+            raise ValidationError(f"expected Event, got {type(event).__name__}", path=where)
         if event.session_id != session_id:
             raise ValidationError(
-                f"event belongs to session {event.session_id!r}, not {session_id!r}",
-                path=f"events[{i}].session_id",
+                f"event belongs to session {event.session_id!r:.80}, not {session_id!r:.80}",
+                path=f"{where}.session_id",
                 hint="append each session's events in its own call",
             )
-        if not event.type or not isinstance(event.type, str):
-            raise ValidationError("event type must be a non-empty string", path=f"events[{i}].type")
-        if event.id in ids:
-            raise ValidationError(f"event id {event.id!r} appears twice in one batch", path=f"events[{i}].id")
-        ids.add(event.id)
-        try:
-            text = dumps(event.payload)
-        except (TypeError, ValueError) as exc:
+        _check_name(event.id, f"{where}.id")
+        _check_name(event.type, f"{where}.type")
+        _check_name(event.run_id, f"{where}.run_id", optional=True)
+        version = event.schema_version
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_SCHEMA_VERSION:
             raise ValidationError(
-                f"payload is not JSON-serializable: {exc}",
-                path=f"events[{i}].payload",
-                hint="use str, int, float, bool, None, lists and dicts",
-            ) from None
-        if len(text.encode()) > MAX_PAYLOAD_BYTES:
+                f"schema_version must be an integer from 1 to {MAX_SCHEMA_VERSION}, got {version!r:.40}",
+                path=f"{where}.schema_version",
+            )
+        if not isinstance(event.payload, dict):
+            raise ValidationError("payload must be a JSON object", path=f"{where}.payload")
+        if event.id in ids:
+            raise ValidationError(f"event id {event.id!r} appears twice in one batch", path=f"{where}.id")
+        ids.add(event.id)
+        text = strict_json(event.payload, f"{where}.payload")
+        size = len(text.encode())
+        if size > MAX_PAYLOAD_BYTES:
             raise PayloadTooLargeError(
-                f"payload is {len(text.encode())} bytes, over the {MAX_PAYLOAD_BYTES} byte limit",
-                path=f"events[{i}].payload",
+                f"payload is {size} bytes, over the {MAX_PAYLOAD_BYTES} byte limit",
+                path=f"{where}.payload",
                 hint="store large blobs elsewhere and put a reference in the event",
             )
         payloads.append(text)
     return payloads
 
 
-def check_read_args(after: int, before: int | None, limit: int | None) -> None:
-    if not isinstance(after, int) or after < 0:
-        raise ValidationError(f"after must be an integer >= 0, got {after!r}", path="after")
-    if before is not None and (not isinstance(before, int) or before < 1):
-        raise ValidationError(f"before must be an integer >= 1, got {before!r}", path="before")
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise ValidationError(f"limit must be an integer >= 0, got {limit!r}", path="limit")
+def check_session(session: Any, path: str = "session") -> None:
+    """A session record every store can keep (strict JSON metadata, valid strings)."""
+    if not isinstance(session, Session):
+        raise ValidationError(f"expected Session, got {type(session).__name__}", path=path)
+    _check_name(session.id, f"{path}.id")
+    _check_name(session.agent_id, f"{path}.agent_id")
+    for i, tag in enumerate(session.tags):
+        _check_name(tag, f"{path}.tags[{i}]")
+    strict_json(session.metadata, f"{path}.metadata")
+
+
+def check_run(run: Any, path: str = "run") -> None:
+    """A run record every store can keep."""
+    if not isinstance(run, Run):
+        raise ValidationError(f"expected Run, got {type(run).__name__}", path=path)
+    _check_name(run.id, f"{path}.id")
+    _check_name(run.session_id, f"{path}.session_id")
+    _check_name(run.idempotency_key, f"{path}.idempotency_key", optional=True)
+    _check_name(run.owner, f"{path}.owner", optional=True)
+    strict_json(run.metadata, f"{path}.metadata")
+    if run.error is not None:
+        strict_json(run.error, f"{path}.error")
+    if run.cost is not None and not math.isfinite(run.cost):
+        raise ValidationError("cost must be a finite number", path=f"{path}.cost")
+
+
+def check_unit(unit: Any) -> list[str]:
+    """Validate a :class:`~asm_kernel.writes.WriteUnit`; returns its payloads' JSON (as check_batch)."""
+    if not isinstance(unit, WriteUnit):
+        raise ValidationError(f"expected WriteUnit, got {type(unit).__name__}", path="unit")
+    sid = unit.session_id
+    _check_name(sid, "unit.session_id")
+    if unit.new_session is not None and unit.session is not None:
+        raise ValidationError(
+            "a unit creates a session or replaces it, not both",
+            path="unit.session",
+            hint="put the final record in new_session",
+        )
+    for path, session in (("unit.new_session", unit.new_session), ("unit.session", unit.session)):
+        if session is not None:
+            check_session(session, path)
+            if session.id != sid:
+                raise ValidationError(f"session {session.id!r:.80} is not the unit's session {sid!r:.80}", path=path)
+    seen: set[str] = set()
+    keys: set[str] = set()
+    for where, writes in (("new_runs", unit.new_runs), ("runs", unit.runs)):
+        for i, write in enumerate(writes):
+            path = f"unit.{where}[{i}]"
+            if not isinstance(write, RunWrite):
+                raise ValidationError(f"expected RunWrite, got {type(write).__name__}", path=path)
+            run = write.run
+            check_run(run, f"{path}.run")
+            if run.session_id != sid:
+                raise ValidationError("run belongs to another session", path=f"{path}.run.session_id")
+            if run.id in seen:
+                raise ValidationError(f"run {run.id!r} is written twice in one unit", path=path)
+            seen.add(run.id)
+            if write.lease_ttl is not None and (
+                isinstance(write.lease_ttl, bool)
+                or not isinstance(write.lease_ttl, int | float)
+                or not math.isfinite(write.lease_ttl)
+                or write.lease_ttl < 0
+            ):
+                raise ValidationError("lease_ttl must be a number of seconds >= 0", path=f"{path}.lease_ttl")
+            if where == "new_runs":
+                if write.expect_status is not None or write.expect_token is not None or write.expect_lease_expired:
+                    raise ValidationError("a run being created has no stored state to expect", path=path)
+                if run.idempotency_key is not None:
+                    if run.idempotency_key in keys:
+                        raise ValidationError("two new runs share one idempotency key", path=f"{path}.run")
+                    keys.add(run.idempotency_key)
+    if unit.fence is not None and not isinstance(unit.fence, Fence):
+        raise ValidationError(f"expected Fence, got {type(unit.fence).__name__}", path="unit.fence")
+    return check_batch(sid, unit.events, unit.expected_seq)
+
+
+def _int_arg(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_read_args(
+    after: int,
+    before: int | None,
+    limit: int | None,
+    types: Sequence[str] | None = None,
+    run_id: str | None = None,
+) -> None:
+    """The arguments of ``Store.read``, checked the same way by every store."""
+    if not _int_arg(after) or after < 0:
+        raise ValidationError(f"after must be an integer >= 0, got {after!r:.40}", path="after")
+    if before is not None and (not _int_arg(before) or before < 1):
+        raise ValidationError(f"before must be an integer >= 1, got {before!r:.40}", path="before")
+    if limit is not None and (not _int_arg(limit) or limit < 0):
+        raise ValidationError(f"limit must be an integer >= 0, got {limit!r:.40}", path="limit")
+    if types is not None:
+        if isinstance(types, str) or not isinstance(types, Sequence | set | frozenset):
+            raise ValidationError("types must be a list of event type names", path="types")
+        for i, name in enumerate(types):
+            _check_name(name, f"types[{i}]")
+    _check_name(run_id, "run_id", optional=True)
+
+
+def check_page(limit: Any, offset: Any) -> None:
+    """``limit``/``offset`` of the list methods."""
+    if not _int_arg(limit) or limit < 0:
+        raise ValidationError(f"limit must be an integer >= 0, got {limit!r:.40}", path="limit")
+    if not _int_arg(offset) or offset < 0:
+        raise ValidationError(f"offset must be an integer >= 0, got {offset!r:.40}", path="offset")
 
 
 class Notifier:
@@ -194,58 +368,3 @@ def event_from_row(row: Sequence[Any]) -> Event:
             f"stored event {ident!r} (session {session_id!r}, seq {seq}) cannot be read: {exc}",
             hint="the store file was changed outside asm; restore it from a backup",
         ) from None
-
-
-class RecordCache:
-    """Write-through cache of sessions and runs in front of an *exclusive* store.
-
-    A store whose data only this process writes (``exclusive = True``: the memory store, an
-    embedded DuckDB file) can answer repeated ``get_session``/``get_run`` from memory, which
-    removes most reads from a run's path. Shared stores (several processes) are used directly.
-    Everything else is passed through to the store unchanged.
-    """
-
-    def __init__(self, store: Any, size: int = 8192) -> None:
-        from collections import OrderedDict
-
-        self.inner = store
-        self._size = size
-        self._sessions: OrderedDict[str, Any] = OrderedDict()
-        self._runs: OrderedDict[str, Any] = OrderedDict()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def __repr__(self) -> str:
-        return repr(self.inner)
-
-    def _keep(self, table: Any, key: str, value: Any) -> Any:
-        table[key] = value
-        table.move_to_end(key)
-        if len(table) > self._size:
-            table.popitem(last=False)
-        return value
-
-    async def create_session(self, session: Any) -> Any:
-        return self._keep(self._sessions, session.id, await self.inner.create_session(session))
-
-    async def update_session(self, session: Any) -> Any:
-        return self._keep(self._sessions, session.id, await self.inner.update_session(session))
-
-    async def get_session(self, session_id: str) -> Any:
-        cached = self._sessions.get(session_id)
-        if cached is not None:
-            return cached
-        return self._keep(self._sessions, session_id, await self.inner.get_session(session_id))
-
-    async def create_run(self, run: Any) -> Any:
-        return self._keep(self._runs, run.id, await self.inner.create_run(run))
-
-    async def update_run(self, run: Any) -> Any:
-        return self._keep(self._runs, run.id, await self.inner.update_run(run))
-
-    async def get_run(self, run_id: str) -> Any:
-        cached = self._runs.get(run_id)
-        if cached is not None:
-            return cached
-        return self._keep(self._runs, run_id, await self.inner.get_run(run_id))

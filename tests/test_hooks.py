@@ -65,6 +65,15 @@ class Recorder:
     def asm_on_error(self, error, session, run, during):
         self.calls.append(("asm_on_error", {"error": error, "during": during}))
 
+    @hookimpl
+    def asm_configure_pipeline(self, pipeline, kernel):
+        self.calls.append(("asm_configure_pipeline", {"stages": pipeline.names("run")}))
+
+    @hookimpl
+    def asm_default_store(self, kernel):
+        self.calls.append(("asm_default_store", {}))
+        return None  # no opinion: another plugin answers
+
 
 async def test_lifecycle_hooks_fire_in_order() -> None:
     rec = Recorder()
@@ -74,13 +83,14 @@ async def test_lifecycle_hooks_fire_in_order() -> None:
         result = await kernel.run_once("hi")
         stored = await kernel.sessions.events(result.session_id)
     names = rec.names()
-    assert names[0] == "asm_kernel_started" and names[-1] == "asm_kernel_stopping"
+    assert names[0] == "asm_configure_pipeline" and names[-1] == "asm_kernel_stopping"
     order = [n for n in names if n not in ("asm_event_appended",)]
     assert order == [
+        "asm_configure_pipeline",
         "asm_kernel_started",
         "asm_session_transition",  # created
-        "asm_session_transition",  # activated
         "asm_route_candidates",
+        "asm_session_transition",  # activated, in the run's start unit
         "asm_run_started",
         "asm_before_provider_request",
         "asm_after_provider_response",

@@ -20,6 +20,7 @@ from asm_kernel.errors import (
     SessionNotFoundError,
     StateError,
 )
+from asm_kernel.testing.stores import create_run, replace_run
 
 
 class SlowProvider:
@@ -309,10 +310,11 @@ async def _leave_running(store: MemoryStore, **metadata: Any) -> tuple[str, str]
     async with make(SlowProvider(0.01), store=store) as k:
         s = await k.sessions.create()
         await k.sessions.activate(s.id)
-        run = await store.create_run(
-            Run(session_id=s.id, input=Message.user("interrupted work"), provider="slow", metadata=metadata)
+        run = await create_run(
+            store, Run(session_id=s.id, input=Message.user("interrupted work"), provider="slow", metadata=metadata)
         )
-        await store.update_run(run.transition(RunStatus.RUNNING))
+        # Its owner is gone: the lease it held has expired (ttl 0).
+        await replace_run(store, run.transition(RunStatus.RUNNING, owner="dead", lease_token=1), lease_ttl=0)
     await store.open()
     return s.id, run.id
 

@@ -1,27 +1,28 @@
 """``use = "memory"``: a store that keeps everything in this process and nothing on disk.
 
-For tests, demos and short scripts. It honours the whole store contract except durability.
+For tests, demos and short scripts. It honours the whole store contract except durability:
+atomic units under one lock, run leases judged by its clock (injectable, for tests), fencing.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from attrs import evolve, frozen
 
 from .. import hookimpl
-from ..errors import (
-    AlreadyExistsError,
-    RunNotFoundError,
-    SeqConflictError,
-    SessionNotFoundError,
-    StoreClosedError,
-    ValidationError,
-)
-from ..model import Event, Run, RunStatus, Session, SessionStatus
-from ..storage import Notifier, check_batch, check_read_args, wait_for_events
+from ..errors import RunNotFoundError, SessionNotFoundError, StoreClosedError, ValidationError
+from ..model import Event, Fence, Run, RunStatus, Session, SessionStatus, utcnow
+from ..storage import Notifier, check_page, check_read_args, check_unit, wait_for_events
+from ..writes import Committed, StoreCapabilities, UnitState, WriteUnit, plan_unit
+from ..writes import lease_expired as lease_expired_at
+
+__all__ = ["MemoryStore", "MemorySettings"]
+
+_LIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 
 
 @frozen
@@ -29,23 +30,21 @@ class MemorySettings:
     """The memory store has no settings."""
 
 
-def _page(limit: int, offset: int) -> None:
-    if not isinstance(limit, int) or limit < 0:
-        raise ValidationError(f"limit must be an integer >= 0, got {limit!r}", path="limit")
-    if not isinstance(offset, int) or offset < 0:
-        raise ValidationError(f"offset must be an integer >= 0, got {offset!r}", path="offset")
-
-
 class MemoryStore:
-    """Thread-safe in-process store."""
+    """Thread-safe in-process store.
 
-    #: Only this process writes it, so the kernel may cache its records.
-    exclusive = True
+    ``clock`` is the store's clock (it judges leases); tests pass a fake one to expire leases
+    without waiting.
+    """
 
-    def __init__(self) -> None:
+    capabilities = StoreCapabilities(shared=False, durable=False, durability="none", leases=True)
+
+    def __init__(self, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.clock = clock
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._runs: dict[str, Run] = {}
+        self._session_runs: dict[str, list[str]] = {}
         self._logs: dict[str, list[Event]] = {}
         self._by_id: dict[str, Event] = {}
         self._notifier = Notifier()
@@ -64,31 +63,91 @@ class MemoryStore:
         if self._closed:
             raise StoreClosedError("the memory store is closed", hint="open a new kernel")
 
-    # -- sessions ---------------------------------------------------------------------------
+    # -- writing ----------------------------------------------------------------------------
 
-    async def create_session(self, session: Session) -> Session:
+    async def commit(self, unit: WriteUnit) -> Committed:
         self._check_open()
+        check_unit(unit)
+        sid = unit.session_id
         with self._lock:
-            if session.id in self._sessions:
-                raise AlreadyExistsError(f"session {session.id!r} already exists")
-            self._sessions[session.id] = session
-            self._logs[session.id] = []
-        return session
+            names = {w.run.id for w in unit.new_runs} | {w.run.id for w in unit.runs}
+            if unit.fence is not None:
+                names.add(unit.fence.run_id)
+            live: list[str] = []
+            if unit.no_live_runs:
+                live = [r for r in self._session_runs.get(sid, ()) if self._runs[r].status in _LIVE]
+            wanted = {w.run.idempotency_key for w in unit.new_runs} - {None}
+            keys: dict[str, str] = {}
+            if wanted:
+                for r in self._session_runs.get(sid, ()):
+                    key = self._runs[r].idempotency_key
+                    if key is not None and key in wanted:
+                        keys[key] = r
+            state = UnitState(
+                keys=keys,
+                session=self._sessions.get(sid),
+                runs={n: self._runs[n] for n in names if n in self._runs},
+                last_seq=len(self._logs.get(sid, ())),
+                stored=[self._by_id.get(e.id) for e in unit.events],
+                now=self.clock(),
+                live_runs=live,
+            )
+            plan = plan_unit(unit, state)
+            if plan.replayed:
+                return plan.committed()
+            if plan.create_session:
+                self._logs[sid] = []
+                self._session_runs[sid] = []
+            if plan.session is not None:
+                self._sessions[sid] = plan.session
+            for run in plan.runs:
+                if run.id in plan.create_runs:
+                    self._session_runs[sid].append(run.id)
+                self._runs[run.id] = run
+            log = self._logs[sid]
+            for event in plan.new_events:
+                log.append(event)
+                self._by_id[event.id] = event
+        if plan.new_events:
+            self._notifier.notify(sid)
+        return plan.committed()
+
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[Event],
+        *,
+        expected_seq: int | None = None,
+        fence: Fence | None = None,
+    ) -> list[Event]:
+        if not isinstance(events, Sequence) or isinstance(events, str | bytes):
+            raise ValidationError("append takes a sequence of Event", path="events")
+        unit = WriteUnit(session_id, events, expected_seq=expected_seq, fence=fence)
+        return list((await self.commit(unit)).events)
+
+    async def renew_leases(self, fences: Sequence[Fence], ttl: float) -> list[str]:
+        self._check_open()
+        lost: list[str] = []
+        with self._lock:
+            expires = self.clock() + timedelta(seconds=ttl)
+            for fence in fences:
+                run = self._runs.get(fence.run_id)
+                if run is None or run.lease_token != fence.token or run.status is not RunStatus.RUNNING:
+                    lost.append(fence.run_id)
+                    continue
+                self._runs[run.id] = evolve(run, lease_expires_at=expires)
+        return lost
+
+    # -- sessions and runs ------------------------------------------------------------------
 
     async def get_session(self, session_id: str) -> Session:
         self._check_open()
         try:
             return self._sessions[session_id]
-        except KeyError:
-            raise SessionNotFoundError(f"no session {session_id!r}", hint="`asm sessions list` shows the ids") from None
-
-    async def update_session(self, session: Session) -> Session:
-        self._check_open()
-        with self._lock:
-            if session.id not in self._sessions:
-                raise SessionNotFoundError(f"no session {session.id!r}")
-            self._sessions[session.id] = session
-        return session
+        except (KeyError, TypeError):
+            raise SessionNotFoundError(
+                f"no session {session_id!r:.80}", hint="`asm sessions list` shows the ids"
+            ) from None
 
     async def list_sessions(
         self,
@@ -100,10 +159,10 @@ class MemoryStore:
         offset: int = 0,
     ) -> list[Session]:
         self._check_open()
-        _page(limit, offset)
+        check_page(limit, offset)
         found = [
             s
-            for s in self._sessions.values()
+            for s in list(self._sessions.values())
             if (status is None or s.status == status)
             and (agent_id is None or s.agent_id == agent_id)
             and (tag is None or tag in s.tags)
@@ -111,91 +170,53 @@ class MemoryStore:
         found.sort(key=lambda s: (s.created_at, s.id), reverse=True)
         return found[offset : offset + limit]
 
-    # -- runs -------------------------------------------------------------------------------
-
-    async def create_run(self, run: Run) -> Run:
-        self._check_open()
-        with self._lock:
-            if run.session_id not in self._sessions:
-                raise SessionNotFoundError(f"no session {run.session_id!r} for run {run.id!r}")
-            if run.id in self._runs:
-                raise AlreadyExistsError(f"run {run.id!r} already exists")
-            self._runs[run.id] = run
-        return run
-
     async def get_run(self, run_id: str) -> Run:
         self._check_open()
         try:
             return self._runs[run_id]
-        except KeyError:
-            raise RunNotFoundError(f"no run {run_id!r}") from None
-
-    async def update_run(self, run: Run) -> Run:
-        self._check_open()
-        with self._lock:
-            if run.id not in self._runs:
-                raise RunNotFoundError(f"no run {run.id!r}")
-            self._runs[run.id] = run
-        return run
+        except (KeyError, TypeError):
+            raise RunNotFoundError(f"no run {run_id!r:.80}") from None
 
     async def list_runs(
         self,
         *,
         session_id: str | None = None,
         status: RunStatus | None = None,
+        lease_expired: bool | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Run]:
         self._check_open()
-        _page(limit, offset)
+        check_page(limit, offset)
+        now = self.clock()
+        if session_id is not None:
+            runs = [self._runs[r] for r in list(self._session_runs.get(session_id, ()))]
+        else:
+            runs = list(self._runs.values())
         found = [
             r
-            for r in self._runs.values()
-            if (session_id is None or r.session_id == session_id) and (status is None or r.status == status)
+            for r in runs
+            if (status is None or r.status == status)
+            and (lease_expired is None or (r.status is RunStatus.RUNNING and lease_expired_at(r, now) == lease_expired))
         ]
         found.sort(key=lambda r: (r.created_at, r.id))
         return found[offset : offset + limit]
 
     async def find_run_by_idempotency_key(self, session_id: str, key: str) -> Run | None:
         self._check_open()
-        for run in self._runs.values():
-            if run.session_id == session_id and run.idempotency_key == key:
+        for run_id in list(self._session_runs.get(session_id, ())):
+            run = self._runs[run_id]
+            if run.idempotency_key == key:
                 return run
         return None
 
-    # -- events -----------------------------------------------------------------------------
+    # -- reading the log --------------------------------------------------------------------
 
-    async def append(self, session_id: str, events: Sequence[Event], *, expected_seq: int | None = None) -> list[Event]:
-        self._check_open()
-        check_batch(session_id, events, expected_seq)
-        with self._lock:
-            log = self._logs.get(session_id)
-            if log is None:
-                raise SessionNotFoundError(
-                    f"cannot append to session {session_id!r}: it does not exist",
-                    hint="create the session first",
-                )
-            stored = [self._by_id.get(e.id) for e in events]
-            if stored and all(s is not None for s in stored):
-                return [s for s in stored if s is not None]
-            if expected_seq is not None and expected_seq != len(log):
-                raise SeqConflictError(
-                    f"session {session_id!r} is at seq {len(log)}, not the expected {expected_seq}",
-                    hint="re-read the log and retry",
-                    expected=expected_seq,
-                    actual=len(log),
-                )
-            out: list[Event] = []
-            for event, existing in zip(events, stored, strict=True):
-                if existing is not None:
-                    out.append(existing)
-                    continue
-                event = evolve(event, seq=len(log) + 1)
-                log.append(event)
-                self._by_id[event.id] = event
-                out.append(event)
-        self._notifier.notify(session_id)
-        return out
+    def _log(self, session_id: str) -> list[Event]:
+        log = self._logs.get(session_id) if isinstance(session_id, str) else None
+        if log is None:
+            raise SessionNotFoundError(f"no session {session_id!r:.80}")
+        return log
 
     async def read(
         self,
@@ -205,34 +226,30 @@ class MemoryStore:
         before: int | None = None,
         limit: int | None = None,
         types: Sequence[str] | None = None,
+        run_id: str | None = None,
     ) -> list[Event]:
         self._check_open()
-        check_read_args(after, before, limit)
-        log = self._logs.get(session_id)
-        if log is None:
-            raise SessionNotFoundError(f"no session {session_id!r}")
+        check_read_args(after, before, limit, types, run_id)
+        log = self._log(session_id)
         end = len(log) if before is None else min(len(log), before - 1)
         selected: list[Any] = log[after:end]
         if types:
             wanted = set(types)
             selected = [e for e in selected if e.type in wanted]
+        if run_id is not None:
+            selected = [e for e in selected if e.run_id == run_id]
         return selected[:limit] if limit is not None else list(selected)
 
     async def last(self, session_id: str, n: int) -> list[Event]:
         self._check_open()
-        if not isinstance(n, int) or n < 0:
-            raise ValidationError(f"n must be an integer >= 0, got {n!r}", path="n")
-        log = self._logs.get(session_id)
-        if log is None:
-            raise SessionNotFoundError(f"no session {session_id!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValidationError(f"n must be an integer >= 0, got {n!r:.40}", path="n")
+        log = self._log(session_id)
         return log[-n:] if n else []
 
     async def last_seq(self, session_id: str) -> int:
         self._check_open()
-        log = self._logs.get(session_id)
-        if log is None:
-            raise SessionNotFoundError(f"no session {session_id!r}")
-        return len(log)
+        return len(self._log(session_id))
 
     async def wait(self, session_id: str, *, after: int, timeout: float) -> list[Event]:
         return await wait_for_events(
@@ -247,3 +264,9 @@ def build(settings: MemorySettings, context: Any) -> MemoryStore:
 @hookimpl
 def asm_register_stores(register: Any) -> None:
     register("memory", build, settings=MemorySettings, description="in-process, nothing on disk")
+
+
+@hookimpl(trylast=True)
+def asm_default_store(kernel: Any) -> str:
+    """The last resort when no installed plugin offers a default store (sessions are not kept)."""
+    return "memory"

@@ -5,8 +5,17 @@ Use it through ``kernel.runtime`` (a :class:`Supervisor`); see docs/guides/servi
 
 from __future__ import annotations
 
+from ..recovery import RecoveryReport, RepairReport
 from .limiter import ConcurrencyLimiter
 from .server import RunHandle, ServerStatus, SessionServer
-from .supervisor import RecoveryReport, Supervisor
+from .supervisor import Supervisor
 
-__all__ = ["ConcurrencyLimiter", "RunHandle", "ServerStatus", "SessionServer", "Supervisor", "RecoveryReport"]
+__all__ = [
+    "ConcurrencyLimiter",
+    "RunHandle",
+    "ServerStatus",
+    "SessionServer",
+    "Supervisor",
+    "RecoveryReport",
+    "RepairReport",
+]

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
-from ..errors import QueueFullError, RunNotFoundError, StateError
-from ..execution import result_of
+from ..errors import AsmError, QueueFullError, RunNotFoundError, StateError
 from ..model import RunResult, RunStatus, SessionStatus
+from ..pipeline.driver import result_of
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
@@ -62,11 +62,17 @@ class RunHandle:
 
 @frozen
 class ServerStatus:
+    """One session's run queue now, with its limits."""
+
     session_id: str
     running: tuple[str, ...]
     queued: tuple[str, ...]
     accepting: bool
     draining: bool
+    max_concurrent_runs: int = 1
+    max_queued_runs: int = 100
+    #: Live ``runtime.subscribe`` streams of the session in this process.
+    subscribers: int = 0
 
     @property
     def idle(self) -> bool:
@@ -82,6 +88,7 @@ class SessionServer:
         self.session_id = session_id
         self.settings = settings
         self._queue: deque[str] = deque()
+        self._reserved = 0  # queue places promised to submits still storing their run
         self._handles: dict[str, RunHandle] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
@@ -127,11 +134,15 @@ class SessionServer:
         self._queue.clear()
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Finish what is queued and running; accept nothing new meanwhile."""
+        """Finish what is queued and running, accepting nothing new meanwhile; then accept again."""
         self._accepting = False
         self._draining = True
         self._wakeup.set()
-        await asyncio.wait_for(self._idle.wait(), timeout)
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        finally:
+            self._draining = False
+            self._accepting = not self._stopping
 
     # -- operations -------------------------------------------------------------------------
 
@@ -152,24 +163,8 @@ class SessionServer:
                 f"session {self.session_id} is {'draining' if self._draining else 'stopped'}; it accepts no new runs",
                 hint="wait for the drain to finish, then submit again",
             )
-        if idempotency_key is not None:
-            existing = await self._kernel.store.find_run_by_idempotency_key(self.session_id, idempotency_key)
-            if existing is not None:
-                return self._handle_for_existing(existing)
-        if len(self._queue) >= self.settings.max_queued_runs:
-            raise QueueFullError(
-                f"session {self.session_id} already has {len(self._queue)} queued runs "
-                f"(max_queued_runs = {self.settings.max_queued_runs})",
-                hint="retry later, or raise runtime.max_queued_runs",
-                session_id=self.session_id,
-            )
-        session = await self._kernel.sessions.get(self.session_id)
-        if session.status is SessionStatus.PAUSED and self.settings.on_paused == "reject":
-            raise StateError(
-                f"session {self.session_id} is paused; runtime.on_paused = 'reject' refuses new runs",
-                hint="resume the session first",
-            )
-        run = await self._kernel.sessions.start_run(
+        # Validate before anything else: a bad run is refused without touching the queue or store.
+        self._kernel.sessions.new_run(
             self.session_id,
             input,
             provider=provider,
@@ -178,6 +173,37 @@ class SessionServer:
             metadata=metadata,
             options=options,
         )
+        if idempotency_key is not None:
+            existing = await self._kernel.store.find_run_by_idempotency_key(self.session_id, idempotency_key)
+            if existing is not None:
+                return self._handle_for_existing(existing)
+        # The place is taken before the first await, so concurrent submits cannot all see room.
+        if len(self._queue) + self._reserved >= self.settings.max_queued_runs:
+            raise QueueFullError(
+                f"session {self.session_id} already has {len(self._queue) + self._reserved} queued runs "
+                f"(max_queued_runs = {self.settings.max_queued_runs})",
+                hint="retry later, or raise runtime.max_queued_runs",
+                session_id=self.session_id,
+            )
+        self._reserved += 1
+        try:
+            session = await self._kernel.sessions.get(self.session_id)
+            if session.status is SessionStatus.PAUSED and self.settings.on_paused == "reject":
+                raise StateError(
+                    f"session {self.session_id} is paused; runtime.on_paused = 'reject' refuses new runs",
+                    hint="resume the session first",
+                )
+            run = await self._kernel.sessions.start_run(
+                self.session_id,
+                input,
+                provider=provider,
+                model=model,
+                idempotency_key=idempotency_key,
+                metadata=metadata,
+                options=options,
+            )
+        finally:
+            self._reserved -= 1
         if run.status is not RunStatus.PENDING or run.id in self._handles:
             return self._handle_for_existing(run)
         return self._enqueue(run.id, front=front)
@@ -269,6 +295,9 @@ class SessionServer:
             queued=tuple(self._queue),
             accepting=self._accepting,
             draining=self._draining,
+            max_concurrent_runs=self.settings.max_concurrent_runs,
+            max_queued_runs=self.settings.max_queued_runs,
+            subscribers=self._supervisor.subscribers(self.session_id),
         )
 
     def wake(self) -> None:
@@ -313,22 +342,36 @@ class SessionServer:
 
     async def _execute(self, run_id: str) -> None:
         handle = self._handles[run_id]
+        requeue = False
         try:
             result = await self._kernel.sessions.execute(run_id, raise_on_error=False)
             handle._resolve(result)
         except asyncio.CancelledError:
-            run = await self._kernel.store.get_run(run_id)
-            handle._resolve(result_of(run))
-        except Exception as exc:  # the run is recorded failed by the session manager
-            log.exception("run %s crashed", run_id)
+            # Cancelled by cancel_run/interrupt/shutdown: the terminal unit is stored already.
             try:
-                run = await self._kernel.store.get_run(run_id)
-                handle._resolve(result_of(run))
-            except Exception:
+                handle._resolve(result_of(await self._kernel.store.get_run(run_id)))
+            except Exception as exc:
                 handle._fail(exc)
+        except StateError as exc:
+            # Paused (or changed) between the queue and the start: a paused session keeps it queued.
+            session = await self._kernel.sessions.get(self.session_id)
+            requeue = session.status is SessionStatus.PAUSED
+            if not requeue:
+                handle._fail(exc)
+        except AsmError as exc:
+            # The outcome could not be stored, or another worker took the run over: say so, typed,
+            # instead of resolving with a record that still says "running".
+            log.warning("run %s: %s", run_id, exc)
+            handle._fail(exc)
+        except Exception as exc:  # pragma: no cover - a bug in asm
+            log.exception("run %s crashed", run_id)
+            handle._fail(exc)
         finally:
             self._supervisor.limiter.release()
             self._running.pop(run_id, None)
-            self._handles.pop(run_id, None)
+            if requeue:
+                self._queue.appendleft(run_id)
+            else:
+                self._handles.pop(run_id, None)
             self._check_idle()
             self._wakeup.set()

@@ -2,25 +2,28 @@
 
 Reached as ``kernel.runtime``. It starts on first use (or ``await kernel.runtime.start()``):
 
-1. **recovery** — runs that a dead process left ``running`` are closed with ``run_failed``
-   (reason ``crashed``); with ``runtime.recovery = "requeue"`` a new pending run with the same
-   input is queued, at most ``max_recovery_attempts`` times per original run;
+1. **recovery** — runs left ``running`` whose lease expired (their process is gone) are closed
+   with ``run_failed`` (reason ``crashed``); with ``runtime.recovery = "requeue"`` a new pending
+   run with the same input is queued, at most ``max_recovery_attempts`` times per original run
+   (see :mod:`asm_kernel.recovery`). A live run of another process is never touched. Recovery
+   runs again every ``runtime.lease_ttl`` seconds while the runtime is up, so a worker that dies
+   is noticed by the others;
 2. **resume** — runs left ``pending`` (queued when the last process stopped) are queued again,
-   oldest first, in their sessions' servers.
+   oldest first, in their sessions' servers (a store shared by several processes leaves them to
+   the workers that claim runs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from attrs import frozen
-
 from .. import hookimpl
-from ..errors import LimitExceededError, RunCrashedError, StoreCorruptError, ValidationError
+from ..errors import LimitExceededError, StoreCorruptError, ValidationError
 from ..model import Event, Run, RunResult, RunStatus, SessionStatus
+from ..recovery import RecoveryReport, RepairReport, recover_expired, repair_all
 from .limiter import ConcurrencyLimiter
 from .server import RunHandle, ServerStatus, SessionServer
 
@@ -31,18 +34,7 @@ __all__ = ["Supervisor", "RecoveryReport"]
 
 log = logging.getLogger("asm.runtime")
 
-RECOVERY_ATTEMPT_KEY = "asm.recovery_attempt"
-RECOVERY_OF_KEY = "asm.recovery_of"
 _PAGE = 500
-
-
-@frozen
-class RecoveryReport:
-    """What :meth:`Supervisor.start` found: crashed runs closed, runs requeued, pending resumed."""
-
-    crashed: tuple[str, ...] = ()
-    requeued: tuple[str, ...] = ()
-    resumed: tuple[str, ...] = ()
 
 
 class _TransitionListener:
@@ -67,6 +59,7 @@ class Supervisor:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._subscribers: dict[str, int] = {}
         self.last_recovery = RecoveryReport()
         kernel.plugins.register_object(_TransitionListener(self), "builtin.runtime", source="builtin")
 
@@ -83,11 +76,25 @@ class Supervisor:
             if self._started:
                 return self.last_recovery
             self._started = True
-            crashed, requeued = await self._recover()
+            recovered = await recover_expired(self.kernel)
             resumed = await self._resume_pending()
-            self.last_recovery = RecoveryReport(tuple(crashed), tuple(requeued), tuple(resumed))
+            self.last_recovery = RecoveryReport(
+                recovered.crashed, recovered.requeued, tuple(resumed), recovered.repaired
+            )
             self._reaper = asyncio.create_task(self._reap_idle(), name="asm-runtime-reaper")
             return self.last_recovery
+
+    async def recover(self) -> RecoveryReport:
+        """Close runs whose lease expired now (the runtime also does it every ``lease_ttl``)."""
+        report = await recover_expired(self.kernel)
+        for run_id in report.requeued:
+            run = await self.kernel.store.get_run(run_id)
+            (await self._server(run.session_id, start=True))._enqueue(run_id)
+        return report
+
+    async def repair(self) -> RepairReport:
+        """Check every run's record against its log and mend what disagrees (:mod:`asm_kernel.recovery`)."""
+        return await repair_all(self.kernel)
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop every server: running runs get ``grace`` seconds, queued ones stay pending."""
@@ -109,36 +116,9 @@ class Supervisor:
             if len(page) < _PAGE:
                 return found
 
-    async def _recover(self) -> tuple[list[str], list[str]]:
-        crashed: list[str] = []
-        requeued: list[str] = []
-        for run in await self._all_runs(RunStatus.RUNNING):
-            error = RunCrashedError(
-                f"run {run.id} was left running by a process that stopped before it finished",
-                hint="it was closed on the next start; see runtime.recovery to requeue such runs",
-                reason="crashed",
-            )
-            await self.kernel.sessions.fail_crashed(run.id, error)
-            crashed.append(run.id)
-            attempt = int(run.metadata.get(RECOVERY_ATTEMPT_KEY, 0))
-            if self.settings.recovery != "requeue" or attempt >= self.settings.max_recovery_attempts:
-                continue
-            session = await self.kernel.sessions.get(run.session_id)
-            if session.status.terminal:
-                continue
-            again = await self.kernel.sessions.start_run(
-                run.session_id,
-                run.input,
-                provider=run.provider,
-                model=run.model,
-                metadata={**run.metadata, RECOVERY_ATTEMPT_KEY: attempt + 1, RECOVERY_OF_KEY: run.id},
-            )
-            requeued.append(again.id)
-        if crashed:
-            log.warning("recovered %d crashed run(s); requeued %d", len(crashed), len(requeued))
-        return crashed, requeued
-
     async def _resume_pending(self) -> list[str]:
+        if self.kernel.store.capabilities.shared:
+            return []  # other processes queue them too: claiming is the workers' job
         pending = sorted(await self._all_runs(RunStatus.PENDING), key=lambda r: (r.created_at, r.id))
         resumed = []
         for run in pending:
@@ -148,13 +128,21 @@ class Supervisor:
         return resumed
 
     async def _reap_idle(self) -> None:
-        interval = max(0.05, min(self.settings.idle_timeout / 2, 30.0))
+        interval = max(0.05, min(self.settings.idle_timeout / 2, self.settings.lease_ttl, 30.0))
+        loop = asyncio.get_running_loop()
+        next_recovery = loop.time() + self.settings.lease_ttl
         while True:
             await asyncio.sleep(interval)
-            now = asyncio.get_running_loop().time()
+            now = loop.time()
             for sid, server in list(self._servers.items()):
                 if server.status().idle and now - server.last_active >= self.settings.idle_timeout:
                     await self.stop_server(sid)
+            if now >= next_recovery:
+                next_recovery = now + self.settings.lease_ttl
+                try:
+                    await self.recover()
+                except Exception as exc:  # the store may be briefly down: next round
+                    log.warning("periodic recovery failed: %s", exc)
 
     # -- servers ----------------------------------------------------------------------------
 
@@ -222,8 +210,21 @@ class Supervisor:
         server = self.lookup(session_id)
         if server is None:
             await self.kernel.sessions.get(session_id)
-            return ServerStatus(session_id, (), (), accepting=True, draining=False)
+            return ServerStatus(
+                session_id,
+                (),
+                (),
+                accepting=True,
+                draining=False,
+                max_concurrent_runs=self.settings.max_concurrent_runs,
+                max_queued_runs=self.settings.max_queued_runs,
+                subscribers=self.subscribers(session_id),
+            )
         return server.status()
+
+    def subscribers(self, session_id: str) -> int:
+        """Live :meth:`subscribe` streams of the session in this process."""
+        return self._subscribers.get(session_id, 0)
 
     async def drain(self, session_id: str, timeout: float | None = None) -> None:
         server = self.lookup(session_id)
@@ -239,24 +240,47 @@ class Supervisor:
         await self.kernel.sessions.get(session_id)
         return await self.kernel.store.wait(session_id, after=after, timeout=timeout)
 
-    async def subscribe(self, session_id: str, *, after: int = 0, poll: float = 1.0) -> AsyncIterator[Event]:
+    async def subscribe(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        poll: float = 1.0,
+        types: Sequence[str] | None = None,
+        run_id: str | None = None,
+    ) -> AsyncIterator[Event]:
         """Every event after ``after``: the stored ones first, then new ones as they arrive.
 
         The switch from replay to live is seamless (no gap, no duplicate) because both come from
-        the store by seq; a consumer that reconnects with its last seq misses nothing. ``poll``
-        bounds how long one wait lasts, so appends made by other processes are seen too.
+        the store by seq; a consumer that reconnects with its last seq misses nothing. ``types``
+        and ``run_id`` keep only matching events (the cursor still moves over the others).
+        ``poll`` bounds how long one wait lasts, so appends made by other processes are seen too.
         """
-        if not isinstance(after, int) or after < 0:
-            raise ValidationError(f"after must be an integer >= 0, got {after!r}", path="after")
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ValidationError(f"after must be an integer >= 0, got {after!r:.40}", path="after")
+        if isinstance(types, str) or (types is not None and not all(isinstance(t, str) for t in types)):
+            raise ValidationError("types must be a list of event type names", path="types")
+        if run_id is not None and not isinstance(run_id, str):
+            raise ValidationError("run_id must be a string", path="run_id")
         await self.kernel.sessions.get(session_id)
+        wanted = frozenset(types) if types else None
         cursor = after
-        while True:
-            events = await self.kernel.store.wait(session_id, after=cursor, timeout=poll)
-            for event in events:
-                if event.seq != cursor + 1:  # the store contract makes this impossible
-                    raise StoreCorruptError(
-                        f"session {session_id} has a gap in its log: seq {cursor} is followed by {event.seq}",
-                        hint="the store broke its contract; check it with its conformance suite",
-                    )
-                cursor = event.seq
-                yield event
+        self._subscribers[session_id] = self._subscribers.get(session_id, 0) + 1
+        try:
+            while True:
+                events = await self.kernel.store.wait(session_id, after=cursor, timeout=poll)
+                for event in events:
+                    if event.seq != cursor + 1:  # the store contract makes this impossible
+                        raise StoreCorruptError(
+                            f"session {session_id} has a gap in its log: seq {cursor} is followed by {event.seq}",
+                            hint="the store broke its contract; check it with its conformance suite",
+                        )
+                    cursor = event.seq
+                    if (wanted is None or event.type in wanted) and (run_id is None or event.run_id == run_id):
+                        yield event
+        finally:
+            left = self._subscribers.get(session_id, 1) - 1
+            if left:
+                self._subscribers[session_id] = left
+            else:
+                self._subscribers.pop(session_id, None)

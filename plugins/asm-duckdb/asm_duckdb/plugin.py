@@ -20,3 +20,9 @@ def asm_register_stores(register: Any) -> None:
         settings=DuckDBSettings,
         description="durable embedded store: one DuckDB file, group commit (the default)",
     )
+
+
+@asm_kernel.hookimpl
+def asm_default_store(kernel: Any) -> str:
+    """With asm-duckdb installed, a config without ``[store]`` keeps sessions in a DuckDB file."""
+    return "duckdb"
