@@ -126,6 +126,19 @@ class Store(Protocol):
 
     async def find_run_by_idempotency_key(self, session_id: str, key: str) -> Run | None: ...
 
+    async def claim_runs(
+        self, owner: str, *, limit: int, lease_ttl: float, max_running_per_session: int = 1
+    ) -> list[Run]:
+        """Take up to ``limit`` queued runs for worker ``owner`` to execute (the shared run queue).
+
+        A run is claimable when it is ``pending``, its session is ``pending`` or ``active``, it is
+        among the oldest pending runs of its session (per-session FIFO) and the session has fewer
+        than ``max_running_per_session`` running or claimed runs, and no live claim holds it.
+        Each claimed run gets ``owner`` and a new lease (token + 1, expiry = store clock +
+        ``lease_ttl``) while still ``pending``; the worker then starts it with a unit conditional
+        on that token. Two concurrent claims never return the same run. Oldest first.
+        """
+
     async def renew_leases(self, fences: Sequence[Fence], ttl: float) -> list[str]:
         """Extend each lease whose token is current and whose run is running to now + ``ttl``
         (store clock); returns the ids of the runs whose lease was lost (all others renewed)."""

@@ -31,6 +31,7 @@ __all__ = [
     "check_session",
     "check_run",
     "check_page",
+    "check_claim",
     "strict_json",
     "check_read_args",
     "Notifier",
@@ -258,6 +259,19 @@ def check_read_args(
         for i, name in enumerate(types):
             _check_name(name, f"types[{i}]")
     _check_name(run_id, "run_id", optional=True)
+
+
+def check_claim(owner: Any, limit: Any, lease_ttl: Any, max_running_per_session: Any) -> None:
+    """The arguments of ``Store.claim_runs``."""
+    _check_name(owner, "owner")
+    if not _int_arg(limit) or limit < 1:
+        raise ValidationError(f"limit must be an integer >= 1, got {limit!r:.40}", path="limit")
+    if not _int_arg(max_running_per_session) or max_running_per_session < 1:
+        raise ValidationError("max_running_per_session must be an integer >= 1", path="max_running_per_session")
+    if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, int | float) or not lease_ttl > 0:
+        raise ValidationError(
+            f"lease_ttl must be a positive number of seconds, got {lease_ttl!r:.40}", path="lease_ttl"
+        )
 
 
 def check_page(limit: Any, offset: Any) -> None:

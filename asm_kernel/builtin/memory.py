@@ -16,7 +16,7 @@ from attrs import evolve, frozen
 from .. import hookimpl
 from ..errors import RunNotFoundError, SessionNotFoundError, StoreClosedError, ValidationError
 from ..model import Event, Fence, Run, RunStatus, Session, SessionStatus, utcnow
-from ..storage import Notifier, check_page, check_read_args, check_unit, wait_for_events
+from ..storage import Notifier, check_claim, check_page, check_read_args, check_unit, wait_for_events
 from ..writes import Committed, StoreCapabilities, UnitState, WriteUnit, plan_unit
 from ..writes import lease_expired as lease_expired_at
 
@@ -124,6 +124,41 @@ class MemoryStore:
             raise ValidationError("append takes a sequence of Event", path="events")
         unit = WriteUnit(session_id, events, expected_seq=expected_seq, fence=fence)
         return list((await self.commit(unit)).events)
+
+    async def claim_runs(
+        self, owner: str, *, limit: int, lease_ttl: float, max_running_per_session: int = 1
+    ) -> list[Run]:
+        self._check_open()
+        check_claim(owner, limit, lease_ttl, max_running_per_session)
+        claimed: list[Run] = []
+        with self._lock:
+            now = self.clock()
+            expires = now + timedelta(seconds=lease_ttl)
+            pending = sorted(
+                (r for r in self._runs.values() if r.status is RunStatus.PENDING), key=lambda r: (r.created_at, r.id)
+            )
+            busy: dict[str, int] = {}
+            for run in self._runs.values():
+                held = run.status is RunStatus.RUNNING or (
+                    run.status is RunStatus.PENDING and not lease_expired_at(run, now)
+                )
+                if held:
+                    busy[run.session_id] = busy.get(run.session_id, 0) + 1
+            for run in pending:
+                if len(claimed) >= limit:
+                    break
+                session = self._sessions[run.session_id]
+                if session.status not in (SessionStatus.PENDING, SessionStatus.ACTIVE):
+                    continue
+                if not lease_expired_at(run, now):
+                    continue  # claimed by a live worker
+                if busy.get(run.session_id, 0) >= max_running_per_session:
+                    continue
+                taken = evolve(run, owner=owner, lease_token=run.lease_token + 1, lease_expires_at=expires)
+                self._runs[run.id] = taken
+                busy[run.session_id] = busy.get(run.session_id, 0) + 1
+                claimed.append(taken)
+        return claimed
 
     async def renew_leases(self, fences: Sequence[Fence], ttl: float) -> list[str]:
         self._check_open()

@@ -268,3 +268,95 @@ class StoreLeaseTests(StoreTestBase):
             assert [r.id for r in await store.list_runs(lease_expired=True)] == [run.id]
 
         self._with_store(make_store, body)
+
+
+class StoreClaimTests(StoreTestBase):
+    def test_claims_take_the_oldest_pending_run_of_each_free_session(self, make_store: Callable[[], Any]) -> None:
+        async def body(store: Any) -> None:
+            base = utcnow() - timedelta(minutes=5)
+            clock = [0]
+
+            async def session_with(*statuses: RunStatus, paused: bool = False) -> list[Run]:
+                s = await self._session(store)
+                if paused:
+                    await store.commit(
+                        WriteUnit(s.id, session=s.transition(SessionStatus.ACTIVE).transition(SessionStatus.PAUSED))
+                    )
+                runs: list[Run] = []
+                for status in statuses:
+                    clock[0] += 1  # every run of the test is younger than the one made before it
+                    run = Run(session_id=s.id, created_at=base + timedelta(seconds=clock[0]))
+                    run = await create_run(store, run)
+                    if status is RunStatus.RUNNING:
+                        await store.commit(WriteUnit(s.id, runs=[RunWrite(_running(run), lease_ttl=600)]))
+                    runs.append(run)
+                return runs
+
+            a, b = await session_with(RunStatus.PENDING, RunStatus.PENDING)
+            (c,) = await session_with(RunStatus.PENDING, paused=True)
+            _e, d = await session_with(RunStatus.RUNNING, RunStatus.PENDING)
+            claimed = await store.claim_runs("w1", limit=10, lease_ttl=600)
+            assert [r.id for r in claimed] == [a.id]
+            (got,) = claimed
+            assert got.status is RunStatus.PENDING and got.owner == "w1" and got.lease_token == 1
+            assert got.lease_expires_at is not None and got.lease_expires_at > utcnow()
+            assert await store.get_run(a.id) == got
+            assert await store.claim_runs("w2", limit=10, lease_ttl=600) == []  # a is held; b waits behind it
+            two = await store.claim_runs("w2", limit=10, lease_ttl=600, max_running_per_session=2)
+            assert [r.id for r in two] == [b.id, d.id]
+            # The claimer starts its run with a unit conditional on the token it was given.
+            await store.commit(
+                WriteUnit(
+                    a.session_id,
+                    runs=[
+                        RunWrite(
+                            _running(got), expect_status=RunStatus.PENDING, expect_token=got.lease_token, lease_ttl=600
+                        )
+                    ],
+                )
+            )
+            assert (await store.get_run(a.id)).status is RunStatus.RUNNING
+            assert c.id not in {r.id for r in await store.claim_runs("w3", limit=10, lease_ttl=600)}
+            for bad in ({"limit": 0}, {"limit": True}, {"lease_ttl": 0}, {"lease_ttl": -1}):
+                with pytest.raises(ValidationError):
+                    await store.claim_runs("w9", **{"limit": 1, "lease_ttl": 1, **bad})
+            with pytest.raises(ValidationError):
+                await store.claim_runs("", limit=1, lease_ttl=1)
+
+        self._with_store(make_store, body)
+
+    def test_concurrent_claims_never_share_a_run_and_expired_claims_return(self, make_store: Callable[[], Any]) -> None:
+        async def body(store: Any) -> None:
+            async def queued(n: int) -> list[Run]:
+                made: list[Run] = []
+                for _ in range(n):
+                    s = await self._session(store)
+                    made.append(await create_run(store, Run(session_id=s.id)))
+                return made
+
+            runs = await queued(20)
+            batches = await asyncio.gather(*(store.claim_runs(f"w{i}", limit=3, lease_ttl=600) for i in range(10)))
+            ids = [r.id for batch in batches for r in batch]
+            assert len(ids) == len(set(ids)) == 20
+            assert sorted(ids) == sorted(r.id for r in runs)
+            assert await store.claim_runs("late", limit=100, lease_ttl=600) == []
+            # A claim granted already expired (its worker died): a live worker takes the runs over.
+            lost = await queued(5)
+            first = await store.claim_runs("dying", limit=100, lease_ttl=1e-6)
+            assert sorted(r.id for r in first) == sorted(r.id for r in lost)
+            again = await store.claim_runs("rescuer", limit=100, lease_ttl=600)
+            assert sorted(r.id for r in again) == sorted(r.id for r in lost)
+            assert all(r.owner == "rescuer" and r.lease_token == 2 for r in again)
+            # The first claimer's start now fails: its token is stale.
+            stale = first[0]
+            with pytest.raises(WriteConflictError):
+                await store.commit(
+                    WriteUnit(
+                        stale.session_id,
+                        runs=[
+                            RunWrite(_running(stale), expect_status=RunStatus.PENDING, expect_token=stale.lease_token)
+                        ],
+                    )
+                )
+
+        self._with_store(make_store, body)

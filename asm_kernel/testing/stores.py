@@ -24,7 +24,7 @@ from ._store_base import create_run, create_session, events_for, replace_run, re
 from ._store_faults import StoreFaultTests
 from ._store_log import StoreLogTests, malformed_events
 from ._store_records import StoreRecordTests
-from ._store_units import StoreLeaseTests, StoreUnitTests
+from ._store_units import StoreClaimTests, StoreLeaseTests, StoreUnitTests
 
 __all__ = [
     "StoreConformance",
@@ -38,5 +38,7 @@ __all__ = [
 ]
 
 
-class StoreConformance(StoreRecordTests, StoreLogTests, StoreUnitTests, StoreLeaseTests, StoreFaultTests):
+class StoreConformance(
+    StoreRecordTests, StoreLogTests, StoreUnitTests, StoreLeaseTests, StoreClaimTests, StoreFaultTests
+):
     """Contract tests for :class:`asm_kernel.interfaces.Store` implementations."""
