@@ -14,7 +14,7 @@ import asyncio
 import builtins
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .context.transcript import TranscriptBuilder
@@ -28,19 +28,16 @@ from .errors import (
     StoreClosedError,
     StoreCorruptError,
     StoreReadOnlyError,
-    UnknownComponentError,
     ValidationError,
     WriteConflictError,
 )
 from .events import SCHEMA_VERSION, EventType
 from .inputs import coerce_input
-from .model import Event, Message, Run, RunResult, RunStatus, Session, SessionStatus
-from .options import OPTIONS_KEY, RunOptions
-from .pipeline.bridge import stream_run_task
-from .pipeline.driver import Closer, drive, result_of
-from .routing import check_capability_names
+from .model import Event, Message, Run, Session, SessionStatus
+from .pipeline.driver import Closer
+from .runs import RunOps
 from .secrets import redact
-from .writes import Committed, RunWrite, WriteUnit
+from .writes import Committed, WriteUnit
 
 if TYPE_CHECKING:
     from .interfaces import Store
@@ -76,7 +73,7 @@ _DEFINITE = (
 )
 
 
-class SessionManager:
+class SessionManager(RunOps):
     """Session/run lifecycle operations over the kernel's store. Reached as ``kernel.sessions``."""
 
     def __init__(self, kernel: Kernel) -> None:
@@ -298,227 +295,3 @@ class SessionManager:
             if event.type == EventType.MESSAGE_RECEIVED:
                 return event.payload.get("provider")
         return None
-
-    # -- runs -------------------------------------------------------------------------------
-
-    def new_run(
-        self,
-        session_id: str,
-        input: Any,
-        *,
-        provider: str | None = None,
-        model: str | None = None,
-        idempotency_key: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        options: RunOptions | Mapping[str, Any] | None = None,
-    ) -> tuple[Run, RunOptions]:
-        """A validated, not yet stored run: bad input or options raise before anything is stored."""
-        message = coerce_input(input)
-        opts = options if isinstance(options, RunOptions) else RunOptions.build(options or {})
-        providers = self._kernel.providers
-        if provider is not None and provider not in providers:
-            raise UnknownComponentError(
-                f"no provider named {provider!r} is configured",
-                path="provider",
-                hint=f"configured providers: {', '.join(sorted(providers)) or 'none'}",
-            )
-        if model is not None and (not isinstance(model, str) or not model):
-            raise ValidationError("model must be a non-empty string", path="model")
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
-            raise ValidationError("idempotency_key must be a non-empty string", path="idempotency_key")
-        if metadata is not None and not isinstance(metadata, Mapping):
-            raise ValidationError("metadata must be a mapping", path="metadata")
-        check_capability_names(opts.requires, providers, "requires")
-        check_capability_names(opts.prefers, providers, "prefers")
-        for i, name in enumerate(opts.exclude):
-            if name not in providers:
-                raise ValidationError(f"exclude names provider {name!r}, which is not configured", path=f"exclude[{i}]")
-        stored = opts.to_json()
-        run = Run(
-            session_id=session_id,
-            input=message,
-            provider=provider,
-            model=model,
-            idempotency_key=idempotency_key,
-            metadata={**dict(metadata or {}), **({OPTIONS_KEY: stored} if stored else {})},
-        )
-        return run, opts
-
-    async def _live_session(self, session_id: str) -> Session:
-        session = await self.store.get_session(session_id)
-        if session.status.terminal:
-            raise StateError(
-                f"session {session_id} is {session.status.value}; it takes no new runs",
-                hint="start a new session",
-            )
-        return session
-
-    async def start_run(self, session_id: str, input: Any, **kwargs: Any) -> Run:
-        """Store a ``pending`` run (a queued run); with an idempotency key already used, that run.
-
-        Its options are stored with it, so it executes the same way after a restart.
-        """
-        run, _ = self.new_run(session_id, input, **kwargs)
-        await self._live_session(session_id)
-        if run.idempotency_key is not None:
-            existing = await self.store.find_run_by_idempotency_key(session_id, run.idempotency_key)
-            if existing is not None:
-                return existing
-        try:
-            committed = await self.commit(WriteUnit(session_id, new_runs=[run], session_status=_OPEN))
-        except AlreadyExistsError as exc:
-            if exc.details.get("run_id"):
-                return await self.store.get_run(exc.details["run_id"])
-            raise
-        except WriteConflictError:
-            await self._live_session(session_id)  # raises the StateError that says why
-            raise
-        return committed.run(run.id)
-
-    async def _close_unexecuted(
-        self, run_id: str, expect: RunStatus, to: RunStatus, payload: dict[str, Any], hint: str | None = None
-    ) -> RunResult:
-        """End a run this process is not executing: its record and terminal event in one unit."""
-        from .pipeline.driver import TERMINAL_EVENT
-
-        run = await self.store.get_run(run_id)
-        if run.status is not expect:
-            raise StateError(f"run {run_id} is {run.status.value}, not {expect.value}", hint=hint)
-        session = await self.store.get_session(run.session_id)
-        final = run.transition(to, lease_expires_at=None)
-        event = self.make_event(session.id, TERMINAL_EVENT[to], payload, run.id)
-        write = RunWrite(final, expect_status=expect, expect_token=run.lease_token)
-        try:
-            committed = await self.commit(WriteUnit(session.id, [event], runs=[write]))
-        except WriteConflictError:
-            now = await self.store.get_run(run_id)
-            raise StateError(
-                f"run {run_id} is {now.status.value}, not {expect.value} any more", hint=hint, run_id=run_id
-            ) from None
-        stored = committed.run(run.id)
-        result = result_of(stored)
-        self.notify("asm_run_finished", session, stored, session=session, run=stored, result=result)
-        return result
-
-    async def cancel_pending(self, run_id: str, reason: str = "cancelled") -> RunResult:
-        """Cancel a run that has not started: ``run_cancelled`` is stored, the run never executes.
-
-        Two cancels racing each other store one ``run_cancelled``; the second is refused.
-        """
-        return await self._close_unexecuted(
-            run_id, RunStatus.PENDING, RunStatus.CANCELLED, {"reason": reason}, hint="cancel the task running it"
-        )
-
-    async def execute(self, run_id: str, **options: Any) -> RunResult:
-        """Execute a pending run to the end; see :meth:`stream_execute` for the options."""
-        return await _result_of(self.stream_execute(run_id, **options))
-
-    async def run(self, session_id: str, input: Any, **options: Any) -> RunResult:
-        """Start a run in the session and execute it; returns the :class:`RunResult`.
-
-        Raises the run's :class:`AsmError` if it failed (the failure is stored first).
-        """
-        return await _result_of(self.stream_run(session_id, input, **options))
-
-    async def run_once(
-        self, input: Any, *, session_id: str | None = None, agent_id: str | None = None, **options: Any
-    ) -> RunResult:
-        """Run ``input`` in ``session_id``, creating that session (or a new one) if needed."""
-        if session_id is None:
-            session_id = (await self.create(agent_id=agent_id)).id
-        else:
-            try:
-                await self.store.get_session(session_id)
-            except NotFoundError:
-                await self.create(agent_id=agent_id, session_id=session_id)
-        return await self.run(session_id, input, **options)
-
-    async def stream_run(
-        self,
-        session_id: str,
-        input: Any,
-        *,
-        provider: str | None = None,
-        model: str | None = None,
-        idempotency_key: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        raise_on_error: bool = True,
-        **options: Any,
-    ) -> AsyncIterator[Event | RunResult]:
-        """Start and execute a run, yielding each stored :class:`Event`, then the RunResult.
-
-        Options (``system``, ``tools``, ``max_tokens``, ``temperature``, ``max_turns``,
-        ``timeout``, ``response_schema``, ``requires``, ``prefers``, ``exclude``) are validated
-        before anything is stored; see :class:`~asm_kernel.options.RunOptions`.
-        """
-        run, opts = self.new_run(
-            session_id,
-            input,
-            provider=provider,
-            model=model,
-            idempotency_key=idempotency_key,
-            metadata=metadata,
-            options=options,
-        )
-        session = await self._live_session(session_id)
-        if idempotency_key is not None:
-            existing = await self.store.find_run_by_idempotency_key(session_id, idempotency_key)
-            if existing is not None:  # idempotent replay of a finished or ongoing run
-                yield result_of(existing)
-                return
-        resolved = opts.over(self._defaults())
-        stream = stream_run_task(
-            lambda listener: drive(self, session, run, resolved, stored=False, listener=listener),
-            raise_on_error=raise_on_error,
-            name=f"asm-run-{run.id}",
-        )
-        async for item in stream:
-            yield item
-
-    async def stream_execute(
-        self, run_id: str, *, raise_on_error: bool = True, **overrides: Any
-    ) -> AsyncIterator[Event | RunResult]:
-        """Execute a stored pending run, yielding every stored event and finally the RunResult.
-
-        The run's stored options apply, then ``overrides`` (same names as :meth:`stream_run`),
-        then ``[run]`` in the config.
-        """
-        given = RunOptions.build(overrides)
-        run = await self.store.get_run(run_id)
-        if run.status is not RunStatus.PENDING:
-            raise StateError(f"run {run_id} is {run.status.value}; only a pending run can be executed")
-        session = await self.store.get_session(run.session_id)
-        stored_options = RunOptions.from_json(run.metadata.get(OPTIONS_KEY))
-        resolved = given.over(stored_options).over(self._defaults())
-        stream = stream_run_task(
-            lambda listener: drive(self, session, run, resolved, stored=True, listener=listener),
-            raise_on_error=raise_on_error,
-            name=f"asm-run-{run.id}",
-        )
-        async for item in stream:
-            yield item
-
-    def _defaults(self) -> RunOptions:
-        d = self._kernel.config.run
-        return RunOptions(
-            system=d.system,
-            max_tokens=d.max_tokens,
-            temperature=d.temperature,
-            max_turns=d.max_turns,
-            requires=d.requires,
-            prefers=d.prefers,
-        )
-
-
-_OPEN = (SessionStatus.PENDING, SessionStatus.ACTIVE, SessionStatus.PAUSED)
-
-
-async def _result_of(stream: AsyncIterator[Event | RunResult]) -> RunResult:
-    """Drain a run's stream; its last item is the RunResult (a failure was raised instead)."""
-    result: RunResult | None = None
-    async for item in stream:
-        if isinstance(item, RunResult):
-            result = item
-    if result is None:  # the stream contract was broken: say so, typed, even under python -O
-        raise StorageError("the run ended without a result", hint="this is a bug in asm; please report it")
-    return result
