@@ -204,7 +204,8 @@ class PluginManager:
                 sys.path.insert(0, cwd)
         self._register(info, lambda: importlib.import_module(module))
 
-    def _register(self, info: PluginInfo, load: Callable[[], Any]) -> None:
+    def _register(self, info: PluginInfo, load: Callable[[], Any]) -> Exception | None:
+        """Register a plugin; returns why it was quarantined, or None."""
         self.plugins[info.name] = info
         obj: Any = None
         try:
@@ -217,7 +218,7 @@ class PluginManager:
             info.status = "quarantined"
             info.error = f"{type(exc).__name__}: {exc}"
             _warn_once(info.name, info.error)
-            return
+            return exc
         finally:
             self._solo.clear()
         info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(obj) or [])
@@ -228,6 +229,7 @@ class PluginManager:
                         # pluggy types the attribute Final; the replacement is a transparent
                         # wrapper (same signature via __wrapped__), so dispatch is unchanged.
                         impl.function = self._isolated(caller.name, info.name, impl.function)  # type: ignore[misc]
+        return None
 
     def _check_impls(self, obj: object) -> None:
         known = hookspecs.hook_names()
@@ -287,11 +289,16 @@ class PluginManager:
         caller(error=exc, session=session, run=run, during=f"hook:{hook_name}")
 
     def register_object(self, obj: object, name: str, source: str = "direct") -> None:
-        """Register a plugin object directly (tests, embedding applications)."""
+        """Register a plugin object directly (tests, embedding applications); refusal raises."""
         info = PluginInfo(name, getattr(obj, "__name__", type(obj).__name__), source)
-        self._register(info, lambda: obj)
-        if info.status == "quarantined":
-            raise PluginLoadError(f"plugin {name!r} could not be registered: {info.error}")
+        exc = self._register(info, lambda: obj)
+        if exc is not None:
+            message = exc.message if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+            raise PluginLoadError(
+                f"plugin {name!r} could not be registered: {message}",
+                hint=exc.hint if isinstance(exc, PluginError) else None,
+                plugin=name,
+            )
 
     # -- registries -------------------------------------------------------------------------
 

@@ -109,6 +109,24 @@ class AsmError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self._render()!r})"
 
+    def scrub(self) -> AsmError:
+        """Remove every registered secret from this error's text and details, in place.
+
+        The kernel scrubs an error before storing or re-raising it, so a secret a provider
+        echoed (in a message, a ``param``, a header) cannot reach a log, a file or a terminal.
+        The exception it was raised from is dropped for the same reason.
+        """
+        from .secrets import redact, redact_text
+
+        self.message = redact_text(self.message)
+        if self.hint:
+            self.hint = redact_text(self.hint)
+        self.details = redact(self.details)
+        self.args = (self._render(),)
+        self.__cause__ = None
+        self.__suppress_context__ = True
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description used in events and ``--json`` output."""
         data: dict[str, Any] = {

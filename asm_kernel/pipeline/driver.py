@@ -134,8 +134,8 @@ async def drive(
                 f"run failed with an unexpected {type(exc).__name__}: {exc}", hint="see the run's error_occurred event"
             )
         )
-        if not isinstance(exc, AsmError):
-            error.__cause__ = exc
+    if error is not None:
+        error.scrub()
     result = await _shielded(state, status, error, extra)
     if interrupt is not None:
         raise interrupt
