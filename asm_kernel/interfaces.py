@@ -94,8 +94,9 @@ class Store(Protocol):
         *,
         expected_seq: int | None = None,
         fence: Fence | None = None,
+        durable: bool = True,
     ) -> list[Event]:
-        """Events only: ``commit(WriteUnit(session_id, events, expected_seq=..., fence=...))``."""
+        """Events only: ``commit(WriteUnit(session_id, events, expected_seq=..., fence=..., durable=...))``."""
 
     async def get_session(self, session_id: str) -> Session: ...
 

@@ -114,6 +114,11 @@ class WriteUnit:
     expected_seq: int | None = None
     #: Condition: the writer holds this run lease (its token is the run's current one).
     fence: Fence | None = None
+    #: False for events whose loss in a crash costs nothing durable (stream deltas, a tool round's
+    #: intermediate events: the run's next durable write repeats or supersedes them). A store in a
+    #: write-behind mode may acknowledge such a unit before it commits; any later durable unit
+    #: commits everything written before it. A store may ignore the flag (everything durable).
+    durable: bool = True
 
     @property
     def empty(self) -> bool:

@@ -119,10 +119,11 @@ class MemoryStore:
         *,
         expected_seq: int | None = None,
         fence: Fence | None = None,
+        durable: bool = True,
     ) -> list[Event]:
         if not isinstance(events, Sequence) or isinstance(events, str | bytes):
             raise ValidationError("append takes a sequence of Event", path="events")
-        unit = WriteUnit(session_id, events, expected_seq=expected_seq, fence=fence)
+        unit = WriteUnit(session_id, events, expected_seq=expected_seq, fence=fence, durable=durable)
         return list((await self.commit(unit)).events)
 
     async def claim_runs(

@@ -230,10 +230,14 @@ async def _stream(state: RunState, name: str, provider: Provider, request: Provi
                 if isinstance(item, TextDelta):
                     if item.text:
                         attempt_output = state.output_started = True
-                        await state.emit(EventType.MESSAGE_STREAMED, {"text": item.text, "index": item.index})
+                        await state.emit(
+                            EventType.MESSAGE_STREAMED, {"text": item.text, "index": item.index}, durable=False
+                        )
                 elif isinstance(item, ThinkingDelta):
                     attempt_output = state.output_started = True
-                    await state.emit(EventType.THINKING_STREAMED, {"text": item.text, "index": item.index})
+                    await state.emit(
+                        EventType.THINKING_STREAMED, {"text": item.text, "index": item.index}, durable=False
+                    )
                 elif isinstance(item, UsageUpdate):
                     usage = item.usage
                 elif isinstance(item, MessageDone):

@@ -97,13 +97,17 @@ class RunState:
         """A new event of this run (not stored yet)."""
         return self.manager.make_event(self.session.id, type_, payload, self.run.id)
 
-    async def emit(self, type_: str, payload: dict[str, Any]) -> Event:
-        """Store an event now (with anything deferred before it) and return it with its seq."""
-        stored = await self.writer.emit([self.event(type_, payload)])
+    async def emit(self, type_: str, payload: dict[str, Any], *, durable: bool = True) -> Event:
+        """Store an event now (with anything deferred before it) and return it with its seq.
+
+        ``durable=False``: the store may acknowledge it before it commits (see
+        :class:`~asm_kernel.writes.WriteUnit`); the run's next durable write commits it.
+        """
+        stored = await self.writer.emit([self.event(type_, payload)], durable=durable)
         return stored[-1]
 
-    async def emit_many(self, events: Sequence[Event]) -> list[Event]:
-        return await self.writer.emit(events)
+    async def emit_many(self, events: Sequence[Event], *, durable: bool = True) -> list[Event]:
+        return await self.writer.emit(events, durable=durable)
 
     def defer(self, type_: str, payload: dict[str, Any]) -> None:
         """Store an event with the run's next write, in order."""

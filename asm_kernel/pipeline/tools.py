@@ -1,7 +1,8 @@
 """The ``tools`` stage: run the kernel's tools the model called, or hand the calls to the caller.
 
-Every call is recorded as ``tool_call_started`` (which also makes the model's response durable:
-a tool round is a durable point) and, once answered, ``tool_call_completed``. A tool that raises
+Every call is recorded as ``tool_call_started`` (stored with the model's response that asked for
+it) and, once answered, ``tool_call_completed``. A tool round is one durable point: its events are
+written as they happen, for live subscribers, and the round's last result commits them all. A tool that raises
 gives the model an error result, never fails the run. Calls naming a tool the kernel does not
 have end the run with ``pending_tool_calls``: the caller answers them with ``ToolResultBlock``s
 as the next run's input.
@@ -36,14 +37,15 @@ async def tools_stage(state: RunState) -> None:
                 {"tool_use_id": c.id, "name": c.name, "input": c.input, "source": _source(kernel_tools.get(c.name))},
             )
             for c in calls
-        ]
+        ],
+        durable=False,
     )
     if any(c.name not in kernel_tools for c in calls):
         state.pending = calls
         state.done = True
-        return
-    for call in calls:
-        await run_tool(state, call)
+        return  # the terminal unit makes the round durable
+    for i, call in enumerate(calls):
+        await run_tool(state, call, durable=i == len(calls) - 1)
 
 
 def _source(tool: Any) -> str:
@@ -52,7 +54,7 @@ def _source(tool: Any) -> str:
     return str(getattr(tool, "source", None) or type(tool).__module__.split(".")[0])
 
 
-async def run_tool(state: RunState, call: ToolUseBlock) -> None:
+async def run_tool(state: RunState, call: ToolUseBlock, *, durable: bool = True) -> None:
     """Run one kernel tool (after the policies' ``check_tool``) and record its result."""
     tool = state.kernel.tools[call.name]
     is_error = False
@@ -79,4 +81,5 @@ async def run_tool(state: RunState, call: ToolUseBlock) -> None:
             "source": _source(tool),
             "duration": round(time.monotonic() - began, 6),
         },
+        durable=durable,
     )

@@ -52,9 +52,14 @@ class RunWriter:
         if self._deferred:
             await self.emit([])
 
-    async def emit(self, events: Sequence[Event]) -> list[Event]:
+    async def emit(self, events: Sequence[Event], *, durable: bool = True) -> list[Event]:
+        """Store ``events`` (after what was deferred) under the run's lease.
+
+        ``durable=False`` marks them as a store may acknowledge before committing (stream deltas,
+        a tool round's intermediate events): the run's next durable write commits them too.
+        """
         batch = [*self._deferred, *events]
-        committed = await self._manager.commit(WriteUnit(self.session_id, batch, fence=self.fence))
+        committed = await self._manager.commit(WriteUnit(self.session_id, batch, fence=self.fence, durable=durable))
         self._deferred = []
         self._hand_over(committed.events)
         return list(committed.events[len(batch) - len(events) :])

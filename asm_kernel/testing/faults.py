@@ -108,9 +108,12 @@ class FaultyStore:
         *,
         expected_seq: int | None = None,
         fence: Fence | None = None,
+        durable: bool = True,
     ) -> list[Event]:
         async def call() -> list[Event]:
-            return await self.inner.append(session_id, events, expected_seq=expected_seq, fence=fence)  # type: ignore[no-any-return]
+            return await self.inner.append(  # type: ignore[no-any-return]
+                session_id, events, expected_seq=expected_seq, fence=fence, durable=durable
+            )
 
         return await self._write(call)  # type: ignore[no-any-return]
 
