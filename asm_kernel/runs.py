@@ -67,6 +67,14 @@ class RunOps:
 
         def notify(self, hook: str, session: Session | None, run: Run | None, /, **kwargs: Any) -> None: ...
 
+        def _new_session(
+            self,
+            agent_id: str | None,
+            metadata: Mapping[str, Any] | None,
+            tags: Sequence[str],
+            session_id: str | None,
+        ) -> tuple[Session, Event]: ...
+
     # -- runs -------------------------------------------------------------------------------
 
     def new_run(
@@ -189,15 +197,19 @@ class RunOps:
     async def run_once(
         self, input: Any, *, session_id: str | None = None, agent_id: str | None = None, **options: Any
     ) -> RunResult:
-        """Run ``input`` in ``session_id``, creating that session (or a new one) if needed."""
-        if session_id is None:
-            session_id = (await self.create(agent_id=agent_id)).id
-        else:
+        """Run ``input`` in ``session_id``, creating that session (or a new one) if needed.
+
+        A session made here is created in the run's start unit: the whole start is one transaction.
+        """
+        if session_id is not None:
             try:
                 await self.store.get_session(session_id)
             except NotFoundError:
-                await self.create(agent_id=agent_id, session_id=session_id)
-        return await self.run(session_id, input, **options)
+                pass
+            else:
+                return await self.run(session_id, input, **options)
+        session, created = self._new_session(agent_id, None, (), session_id)
+        return await _result_of(self._stream(session, created, input, **options))
 
     async def stream_run(
         self,
@@ -217,8 +229,37 @@ class RunOps:
         ``timeout``, ``response_schema``, ``requires``, ``prefers``, ``exclude``) are validated
         before anything is stored; see :class:`~asm_kernel.options.RunOptions`.
         """
+        session = await self._live_session(session_id)
+        stream = self._stream(
+            session,
+            None,
+            input,
+            provider=provider,
+            model=model,
+            idempotency_key=idempotency_key,
+            metadata=metadata,
+            raise_on_error=raise_on_error,
+            **options,
+        )
+        async for item in stream:
+            yield item
+
+    async def _stream(
+        self,
+        session: Session,
+        created: Event | None,
+        input: Any,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        raise_on_error: bool = True,
+        **options: Any,
+    ) -> AsyncIterator[Event | RunResult]:
+        """Run ``input`` in ``session``; ``created`` is its ``session_created`` when it is not stored yet."""
         run, opts = self.new_run(
-            session_id,
+            session.id,
             input,
             provider=provider,
             model=model,
@@ -226,15 +267,16 @@ class RunOps:
             metadata=metadata,
             options=options,
         )
-        session = await self._live_session(session_id)
-        if idempotency_key is not None:
-            existing = await self.store.find_run_by_idempotency_key(session_id, idempotency_key)
+        if idempotency_key is not None and created is None:
+            existing = await self.store.find_run_by_idempotency_key(session.id, idempotency_key)
             if existing is not None:  # idempotent replay of a finished or ongoing run
                 yield result_of(existing)
                 return
         resolved = opts.over(self._defaults())
         stream = stream_run_task(
-            lambda listener: drive(self._manager, session, run, resolved, stored=False, listener=listener),
+            lambda listener: drive(
+                self._manager, session, run, resolved, stored=False, listener=listener, creates_session=created
+            ),
             raise_on_error=raise_on_error,
             name=f"asm-run-{run.id}",
         )

@@ -88,9 +88,9 @@ async def test_lifecycle_hooks_fire_in_order() -> None:
     assert order == [
         "asm_configure_pipeline",
         "asm_kernel_started",
-        "asm_session_transition",  # created
         "asm_route_candidates",
-        "asm_session_transition",  # activated, in the run's start unit
+        "asm_session_transition",  # created  } both in the run's start unit
+        "asm_session_transition",  # activated }
         "asm_run_started",
         "asm_before_provider_request",
         "asm_after_provider_response",

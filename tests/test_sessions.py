@@ -338,3 +338,41 @@ async def test_configured_tools_are_called_by_their_spec_name() -> None:
             {"store": {"use": "memory"}, "tools": [{"name": "a", "use": "clock"}, {"name": "b", "use": "clock"}]},
             plugins=[Plugin()],
         )._build_all()
+
+
+async def test_a_run_costs_two_durable_writes_and_one_more_per_tool_round() -> None:
+    from asm_kernel import ToolSpec
+    from asm_kernel.builtin.memory import MemoryStore
+
+    class Counting(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.durable_units: list[list[str]] = []
+
+        async def commit(self, unit: Any) -> Any:
+            if unit.durable:
+                self.durable_units.append([e.type for e in unit.events])
+            return await super().commit(unit)
+
+    class Lookup:
+        spec = ToolSpec("lookup")
+
+        async def __call__(self, input: dict[str, Any]) -> str:
+            return "found"
+
+    store = Counting()
+    provider = ScriptedProvider(
+        [[{"text": "one moment"}, {"tool_use": {"name": "lookup", "input": {}, "id": "t1"}}], [{"text": "done"}]]
+    )
+    async with Kernel({"plugins": {"autoload": False}}, store=store, providers={"s": provider}, tools=[Lookup()]) as k:
+        await k.run_once("a question that needs the tool")
+    plain = store.durable_units
+    assert len(plain) == 3  # start (with the new session), the tool round, the outcome
+    assert plain[0][:3] == ["session_created", "session_activated", "run_started"]
+    assert plain[1][-1] == "tool_call_completed"
+    assert plain[2][-1] == "run_completed"
+    store2 = Counting()
+    provider2 = ScriptedProvider([[{"text": "just text"}]])
+    async with Kernel({"plugins": {"autoload": False}}, store=store2, providers={"s": provider2}) as k:
+        await k.run_once("no tools here")
+    assert [u[-1] for u in store2.durable_units] == ["routing_decided", "run_completed"]

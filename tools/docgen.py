@@ -222,13 +222,13 @@ plugin.
 For one run started with `kernel.run_once("hi")` in a new session, the hooks fire in this order
 (`asm_event_appended` additionally fires once for each stored event, in `seq` order):
 
-1. `asm_session_transition` (created: `old_status` is None)
-2. `asm_route_candidates`
-3. `asm_session_transition` (`pending` to `active`: the run's start unit activates the session)
-4. `asm_run_started`
-5. `asm_before_provider_request`, then `asm_after_provider_response` (again for each model call
+1. `asm_route_candidates`
+2. `asm_session_transition` (created: `old_status` is None) and again (`pending` to `active`):
+   `run_once` creates and activates the session in the run's start unit
+3. `asm_run_started`
+4. `asm_before_provider_request`, then `asm_after_provider_response` (again for each model call
    when tools are involved; `asm_before_provider_request` also for each retry and failover)
-6. `asm_run_finished`
+5. `asm_run_finished`
 
 `asm_run_finished` also fires when the runtime cancels a queued run before it started, and when
 recovery closes a run whose owner stopped renewing its lease.

@@ -82,6 +82,7 @@ async def drive(
     *,
     stored: bool,
     listener: Callable[[Event], None] | None = None,
+    creates_session: Event | None = None,
 ) -> tuple[RunResult, AsmError | None]:
     """Run ``run`` through the pipeline; returns its result and the error it failed with.
 
@@ -91,6 +92,7 @@ async def drive(
     """
     writer = RunWriter(manager, session.id, listener)
     state = RunState(manager, session, run, options, writer, stored=stored)
+    state.creates_session = creates_session
     state.task = asyncio.current_task()
     status = RunStatus.COMPLETED
     error: AsmError | None = None
@@ -192,6 +194,10 @@ def terminal_unit(
     if state.stored:
         write = RunWrite(final, expect_status=run.status, expect_token=run.lease_token)
         return final, WriteUnit(run.session_id, events, runs=[write])
+    if state.creates_session is not None:  # it ended before the start unit made its session
+        return final, WriteUnit(
+            run.session_id, [state.creates_session, *events], new_session=state.session, new_runs=[final]
+        )
     return final, WriteUnit(run.session_id, events, new_runs=[final])
 
 
@@ -219,6 +225,17 @@ async def _terminal(state: RunState, status: RunStatus, error: AsmError | None, 
             run_id=state.run.id,
         ) from None
     manager.kernel.leases.release(state.run.id)
+    if state.creates_session is not None and committed.session is not None:
+        state.creates_session = None
+        state.session = committed.session
+        manager.notify(
+            "asm_session_transition",
+            state.session,
+            None,
+            session=state.session,
+            old_status=None,
+            new_status=state.session.status,
+        )
     stored = committed.run(final.id)
     state.run = stored
     result = result_of(stored, state.pending)

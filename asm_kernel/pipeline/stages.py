@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from attrs import evolve
 
-from ..errors import PluginError, StateError, ValidationError, WriteConflictError
+from ..errors import AlreadyExistsError, PluginError, StateError, ValidationError, WriteConflictError
 from ..events import EventType
 from ..model import RunStatus, SessionStatus
 from ..routing import history_needs, plan_route
@@ -175,17 +175,14 @@ def _bind(wrapper: Wrapper, state: RunState, proceed: Proceed) -> Proceed:
 async def prepare(state: RunState) -> None:
     """Read the transcript, negotiate capabilities and order the candidate providers."""
     manager = state.manager
-    await manager.transcript(state.session.id)
     assert state.run.input is not None
-    needs = manager.transcript_needs(state.session.id) | history_needs([state.run.input])
-    state.plan = await plan_route(
-        state.kernel,
-        state.session,
-        state.run,
-        state.options,
-        needs,
-        await manager.last_provider(state.session.id),
-    )
+    needs = history_needs([state.run.input])
+    last_provider = None
+    if state.creates_session is None:  # a session made by this run has no history yet
+        await manager.transcript(state.session.id)
+        needs |= manager.transcript_needs(state.session.id)
+        last_provider = await manager.last_provider(state.session.id)
+    state.plan = await plan_route(state.kernel, state.session, state.run, state.options, needs, last_provider)
     kernel_tools = tuple(t.spec for t in state.kernel.tools.values())
     state.tool_specs = kernel_tools + state.options.tools
     first = state.plan.candidates[0]
@@ -212,7 +209,7 @@ async def start(state: RunState) -> None:
             lease_token=run.lease_token + 1,
             lease_expires_at=None,
         )
-        events = []
+        events = [state.creates_session] if state.creates_session is not None else []
         activated = None
         if session.status is SessionStatus.PENDING:
             activated = session.transition(SessionStatus.ACTIVE)
@@ -235,6 +232,8 @@ async def start(state: RunState) -> None:
         if state.stored:
             write = RunWrite(running, expect_status=RunStatus.PENDING, expect_token=run.lease_token, lease_ttl=ttl)
             unit = WriteUnit(session.id, events, session=activated, session_status=[session.status], runs=[write])
+        elif state.creates_session is not None:  # session and run are both made by this unit
+            unit = WriteUnit(session.id, events, new_session=activated, new_runs=[RunWrite(running, lease_ttl=ttl)])
         else:  # created here, running already: one transaction for the whole start
             unit = WriteUnit(
                 session.id,
@@ -245,6 +244,13 @@ async def start(state: RunState) -> None:
             )
         try:
             committed = await state.writer.unit(unit, with_deferred=False)
+        except AlreadyExistsError:
+            if state.creates_session is None:
+                raise
+            # Another writer made a session with this id meanwhile: run in that one.
+            state.creates_session = None
+            state.session = await manager.get(session.id)
+            continue
         except WriteConflictError as exc:
             if exc.details.get("record") != "session":
                 raise StateError(
@@ -258,6 +264,16 @@ async def start(state: RunState) -> None:
         state.stored = True
         state.writer.fence = state.run.lease
         state.kernel.leases.hold(state.run, state.on_lease_lost)
+        if state.creates_session is not None:
+            state.creates_session = None
+            manager.notify(
+                "asm_session_transition",
+                session,
+                None,
+                session=session,
+                old_status=None,
+                new_status=SessionStatus.PENDING,
+            )
         if committed.session is not None and activated is not None:
             state.session = committed.session
             manager.notify(

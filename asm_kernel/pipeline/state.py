@@ -52,6 +52,9 @@ class RunState:
         self.writer = writer
         #: False while the run exists only in memory (``kernel.run`` creates it in its start unit).
         self.stored = stored
+        #: The ``session_created`` event while the session too exists only in memory
+        #: (``kernel.run_once`` creates it in the run's start unit).
+        self.creates_session: Event | None = None
         self.max_turns: int = options.max_turns or 1
         self.turn = 0
         #: The conversation the next provider call sends (set by the ``context`` stage).
