@@ -47,8 +47,11 @@ __all__ = ["SessionManager", "coerce_input"]
 
 log = logging.getLogger("asm.sessions")
 
-#: Sessions whose transcript stays cached in memory between runs.
-TRANSCRIPT_CACHE_SIZE = 1024
+#: Memory (bytes, roughly) the transcripts of recently active sessions may hold between runs, so
+#: a busy session's next run reads only its new events. Least recently used are dropped first.
+TRANSCRIPT_CACHE_BYTES = 64 * 2**20
+#: Sessions whose last answering provider is remembered (for stickiness) without a read.
+PROVIDER_MEMORY = 100_000
 #: Attempts (and first backoff, doubled each time) of a unit the store failed transiently.
 COMMIT_ATTEMPTS = 4
 COMMIT_BACKOFF = 0.02
@@ -80,6 +83,9 @@ class SessionManager(RunOps):
         self._kernel = kernel
         # Tail cache: the transcript of recently active sessions, extended by seq (LRU-bounded).
         self._transcripts: OrderedDict[str, TranscriptBuilder] = OrderedDict()
+        self._transcript_bytes = 0
+        #: See :data:`TRANSCRIPT_CACHE_BYTES`.
+        self.transcript_cache_bytes = TRANSCRIPT_CACHE_BYTES
         self._last_provider: dict[str, str] = {}
         self.closer = Closer(self)
         #: Attempts at a unit the store failed transiently, and the first wait between them.
@@ -259,13 +265,22 @@ class SessionManager(RunOps):
         if builder is None:
             await self.store.get_session(session_id)
             builder = self._transcripts[session_id] = TranscriptBuilder()
-            if len(self._transcripts) > TRANSCRIPT_CACHE_SIZE:
-                self._transcripts.popitem(last=False)
+            self._transcript_bytes += builder.size
         else:
             self._transcripts.move_to_end(session_id)
         # Only events after the cached seq are read: the log is never re-read in full.
+        before = builder.size
         builder.feed(await self.store.read(session_id, after=builder.last_seq))
+        self._transcript_bytes += builder.size - before
+        while self._transcript_bytes > self.transcript_cache_bytes and len(self._transcripts) > 1:
+            _, dropped = self._transcripts.popitem(last=False)
+            self._transcript_bytes -= dropped.size
         return builder.messages()
+
+    @property
+    def transcript_cache(self) -> tuple[int, int]:
+        """(sessions, bytes) the transcript cache holds now."""
+        return len(self._transcripts), self._transcript_bytes
 
     def transcript_needs(self, session_id: str) -> frozenset[str]:
         """What the cached transcript of the session needs (see :func:`routing.history_needs`).
@@ -282,8 +297,9 @@ class SessionManager(RunOps):
         return await self.store.get_run(run_id)
 
     def remember_provider(self, session_id: str, name: str) -> None:
+        self._last_provider.pop(session_id, None)
         self._last_provider[session_id] = name
-        if len(self._last_provider) > TRANSCRIPT_CACHE_SIZE:
+        if len(self._last_provider) > PROVIDER_MEMORY:
             self._last_provider.pop(next(iter(self._last_provider)))
 
     async def last_provider(self, session_id: str) -> str | None:

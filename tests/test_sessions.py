@@ -376,3 +376,32 @@ async def test_a_run_costs_two_durable_writes_and_one_more_per_tool_round() -> N
     async with Kernel({"plugins": {"autoload": False}}, store=store2, providers={"s": provider2}) as k:
         await k.run_once("no tools here")
     assert [u[-1] for u in store2.durable_units] == ["routing_decided", "run_completed"]
+
+
+async def test_the_transcript_cache_is_bounded_in_bytes_and_stays_incremental() -> None:
+    from asm_kernel.builtin.memory import MemoryStore
+
+    class CountingReads(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.read_from: list[int] = []
+
+        async def read(self, session_id: str, **kwargs: Any) -> Any:
+            self.read_from.append(kwargs.get("after", 0))
+            return await super().read(session_id, **kwargs)
+
+    store = CountingReads()
+    async with Kernel(
+        {"plugins": {"autoload": False}}, store=store, providers={"s": ScriptedProvider([[{"text": "x" * 500}]])}
+    ) as k:
+        k.sessions.transcript_cache_bytes = 20_000
+        sessions = [await k.sessions.create() for _ in range(40)]
+        for s in sessions:
+            await k.sessions.run(s.id, "hello " * 50)
+        count, size = k.sessions.transcript_cache
+        assert size <= 20_000 and 1 < count < 40
+        # A cached session's next run reads only what came after the cached seq.
+        last = sessions[-1]
+        store.read_from.clear()
+        await k.sessions.run(last.id, "again")
+        assert 0 not in store.read_from

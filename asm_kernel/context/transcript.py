@@ -21,9 +21,11 @@ from collections.abc import Iterable
 from ..events import EventType
 from ..model import ContentBlock, Event, Message, ToolResultBlock, ToolUseBlock
 from ..routing import block_needs
-from ..serialization import message_from_dict
+from ..serialization import dumps, message_from_dict
 
 __all__ = ["TranscriptBuilder", "build_transcript", "MISSING_RESULT"]
+
+_MESSAGE_TYPES = frozenset({EventType.MESSAGE_SENT, EventType.MESSAGE_RECEIVED, EventType.TOOL_CALL_COMPLETED})
 
 #: Content of the synthetic result given to a tool call that never got one.
 MISSING_RESULT = "error: this tool call was not completed (the run ended before a result)"
@@ -32,6 +34,8 @@ MISSING_RESULT = "error: this tool call was not completed (the run ended before 
 class TranscriptBuilder:
     def __init__(self) -> None:
         self.last_seq = 0
+        #: Roughly the memory the transcript holds (bytes of its messages' JSON), for caches.
+        self.size = 256
         self._messages: list[Message] = []
         self._needs: set[str] = set()
         self._open_calls: dict[str, str] = {}  # tool_use_id -> name, awaiting a result
@@ -46,6 +50,8 @@ class TranscriptBuilder:
 
     def _apply(self, event: Event) -> None:
         kind = event.type
+        if kind in _MESSAGE_TYPES:
+            self.size += 128 + len(dumps(event.payload))
         if kind == EventType.MESSAGE_SENT:
             message = message_from_dict(event.payload["message"])
             answered = {b.tool_use_id for b in message.tool_results}
