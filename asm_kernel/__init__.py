@@ -18,6 +18,7 @@ from .kernel import Kernel  # noqa: E402
 from .model import (  # noqa: E402
     Capability,
     Event,
+    Fence,
     ImageBlock,
     Message,
     MessageDone,
@@ -40,7 +41,12 @@ from .model import (  # noqa: E402
     Usage,
     UsageUpdate,
 )
+from .interfaces import ComponentContext, Policy, Provider, Router, Store, TelemetrySink, Tool  # noqa: E402
+from .options import RunOptions  # noqa: E402
+from .pipeline import Pipeline, RunState  # noqa: E402
+from .registry import Register  # noqa: E402
 from .sync import SyncKernel  # noqa: E402
+from .writes import Committed, RunWrite, StoreCapabilities, WriteUnit  # noqa: E402
 
 __all__ = [
     "hookimpl",
@@ -52,6 +58,22 @@ __all__ = [
     "EventType",
     "Kernel",
     "SyncKernel",
+    "Store",
+    "Provider",
+    "Router",
+    "Policy",
+    "TelemetrySink",
+    "Tool",
+    "ComponentContext",
+    "Register",
+    "WriteUnit",
+    "RunWrite",
+    "Committed",
+    "StoreCapabilities",
+    "Fence",
+    "RunOptions",
+    "Pipeline",
+    "RunState",
     "Capability",
     "Event",
     "ImageBlock",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from .model import (
     Event,
     Fence,
+    Message,
     ModelInfo,
     ProviderRequest,
     Run,
@@ -202,9 +203,13 @@ class Router(Protocol):
 
 
 class Policy(Protocol):
-    """Checks a run before it starts and the usage as it accrues; raises PolicyError to stop."""
+    """Checks a run before it starts and the usage as it accrues; raises PolicyError to stop.
 
-    async def check_run(self, *, session: Session, run: Run, history: Sequence[Event]) -> None: ...
+    ``check_run`` gets the transcript the run starts from (``history``, the messages as the
+    model will see them), after the run's start is stored.
+    """
+
+    async def check_run(self, *, session: Session, run: Run, history: Sequence[Message]) -> None: ...
 
     async def check_usage(self, *, session: Session, run: Run) -> None: ...
 

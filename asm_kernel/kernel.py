@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,11 +20,12 @@ from attrs import frozen
 from ._plugins import PluginManager
 from .config import ComponentConfig, Config, config_from_dict, load_config, validate_settings
 from .errors import AsmError, ConfigError, PluginError, UnknownComponentError
-from .interfaces import Provider, Store
+from .interfaces import Policy, Provider, Router, Store, TelemetrySink, Tool
 from .leases import LeaseKeeper
-from .model import Event
+from .model import Event, RunResult
 from .pipeline import Pipeline
 from .registry import Registry
+from .resilience import BreakerBoard
 
 __all__ = ["Kernel", "BuildContext", "default_worker_id"]
 
@@ -64,7 +65,7 @@ class Kernel:
         *,
         store: Store | None = None,
         providers: Mapping[str, Provider] | None = None,
-        tools: Sequence[Any] = (),
+        tools: Sequence[Tool] = (),
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
     ) -> None:
@@ -87,11 +88,11 @@ class Kernel:
         self._given_tools = list(tools)
         self.store: Store = store  # type: ignore[assignment]  # set in start()
         self.providers: dict[str, Provider] = {}
-        self.tools: dict[str, Any] = {}
-        self.policies: list[Any] = []
-        self.telemetry: list[Any] = []
-        self.router: Any = None
-        self.breakers: Any = None
+        self.tools: dict[str, Tool] = {}
+        self.policies: list[Policy] = []
+        self.telemetry: list[TelemetrySink] = []
+        self.router: Router | None = None
+        self.breakers: BreakerBoard = BreakerBoard(config.resilience)
         self._started = False
         #: This process's id as the owner of the runs it executes (their leases).
         self.worker_id: str = config.runtime.worker_id or default_worker_id()
@@ -204,8 +205,6 @@ class Kernel:
             self._add_tool(tool, f"tools[{i}]")
         self.policies = [self.build("policy", c) for c in cfg.policies]
         self.telemetry = [self.build("telemetry", c) for c in cfg.telemetry]
-        from .resilience import BreakerBoard
-
         self.breakers = BreakerBoard(cfg.resilience)
         if cfg.router is not None:
             self.router = self.build("router", cfg.router)
@@ -218,7 +217,7 @@ class Kernel:
                 "router", ComponentConfig("capability", "capability", {"prefer": prefer}, "router")
             )
 
-    def _add_tool(self, tool: Any, path: str) -> None:
+    def _add_tool(self, tool: Tool, path: str) -> None:
         spec = getattr(tool, "spec", None)
         name = getattr(spec, "name", None)
         if not isinstance(name, str) or not name:
@@ -300,12 +299,12 @@ class Kernel:
 
     # -- conveniences -----------------------------------------------------------------------
 
-    async def run_once(self, prompt: Any, **kwargs: Any) -> Any:
+    async def run_once(self, prompt: Any, **kwargs: Any) -> RunResult:
         """Create a session if needed and run ``prompt`` in it; see :meth:`SessionManager.run_once`."""
         return await self.sessions.run_once(prompt, **kwargs)
 
-    async def run(self, session_id: str, prompt: Any, **kwargs: Any) -> Any:
+    async def run(self, session_id: str, prompt: Any, **kwargs: Any) -> RunResult:
         return await self.sessions.run(session_id, prompt, **kwargs)
 
-    def stream_run(self, session_id: str, prompt: Any, **kwargs: Any) -> Any:
+    def stream_run(self, session_id: str, prompt: Any, **kwargs: Any) -> AsyncIterator[Event | RunResult]:
         return self.sessions.stream_run(session_id, prompt, **kwargs)
