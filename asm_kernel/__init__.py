@@ -14,6 +14,7 @@ from . import errors  # noqa: E402
 from .config import Config, Secret, load_config  # noqa: E402
 from .errors import AsmError  # noqa: E402
 from .events import EventType  # noqa: E402
+from .interfaces import ComponentContext, Policy, Provider, Router, Store, TelemetrySink, Tool  # noqa: E402
 from .kernel import Kernel  # noqa: E402
 from .model import (  # noqa: E402
     Capability,
@@ -41,7 +42,6 @@ from .model import (  # noqa: E402
     Usage,
     UsageUpdate,
 )
-from .interfaces import ComponentContext, Policy, Provider, Router, Store, TelemetrySink, Tool  # noqa: E402
 from .options import RunOptions  # noqa: E402
 from .pipeline import Pipeline, RunState  # noqa: E402
 from .registry import Register  # noqa: E402
