@@ -56,7 +56,9 @@ class Kernel:
 
     Build one with :meth:`open` (reads the config) or the constructor, then use it as an async
     context manager so the store is opened and closed. Components can also be handed in as
-    objects (``store=``, ``providers=``, ``plugins=``), which tests and embedding apps prefer.
+    objects (``store=``, ``providers=``, ``plugins=``), which tests and embedding apps prefer; a
+    store handed in is opened by the kernel but belongs to the caller, who closes it (so several
+    kernels — workers — can share one).
     """
 
     def __init__(
@@ -275,7 +277,8 @@ class Kernel:
                 sink.close()
             except Exception:
                 log.exception("closing telemetry sink failed")
-        await self.store.close()
+        if self._given_store is None:
+            await self.store.close()
 
     async def __aenter__(self) -> Kernel:
         return await self.start()

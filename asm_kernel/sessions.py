@@ -88,6 +88,8 @@ class SessionManager(RunOps):
         self.transcript_cache_bytes = TRANSCRIPT_CACHE_BYTES
         self._last_provider: dict[str, str] = {}
         self.closer = Closer(self)
+        #: Runs a stopping worker hands back: cancelling one queues the same input again.
+        self.hand_back: set[str] = set()
         #: Attempts at a unit the store failed transiently, and the first wait between them.
         self.commit_attempts = COMMIT_ATTEMPTS
         self.commit_backoff = COMMIT_BACKOFF

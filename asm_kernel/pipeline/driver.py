@@ -42,9 +42,12 @@ from .writer import RunWriter
 if TYPE_CHECKING:
     from ..sessions import SessionManager
 
-__all__ = ["TERMINAL_EVENT", "result_of", "drive", "Closer"]
+__all__ = ["TERMINAL_EVENT", "HANDED_BACK_KEY", "result_of", "drive", "Closer"]
 
 log = logging.getLogger("asm.pipeline")
+
+#: Run metadata key of a run queued again by a stopping worker: the id of the run it replaces.
+HANDED_BACK_KEY = "asm.handed_back_from"
 
 TERMINAL_EVENT = {
     RunStatus.COMPLETED: EventType.RUN_COMPLETED,
@@ -193,7 +196,19 @@ def terminal_unit(
     events.append(state.event(TERMINAL_EVENT[status], payload))
     if state.stored:
         write = RunWrite(final, expect_status=run.status, expect_token=run.lease_token)
-        return final, WriteUnit(run.session_id, events, runs=[write])
+        again: list[Run] = []
+        if status is RunStatus.CANCELLED and run.id in state.manager.hand_back:
+            # A stopping worker hands the run back: another worker runs the same input again.
+            again.append(
+                Run(
+                    session_id=run.session_id,
+                    input=run.input,
+                    provider=state.requested_provider,
+                    model=run.model if state.requested_provider else None,
+                    metadata={**run.metadata, HANDED_BACK_KEY: run.id},
+                )
+            )
+        return final, WriteUnit(run.session_id, events, runs=[write], new_runs=again)
     if state.creates_session is not None:  # it ended before the start unit made its session
         return final, WriteUnit(
             run.session_id, [state.creates_session, *events], new_session=state.session, new_runs=[final]
@@ -225,6 +240,7 @@ async def _terminal(state: RunState, status: RunStatus, error: AsmError | None, 
             run_id=state.run.id,
         ) from None
     manager.kernel.leases.release(state.run.id)
+    manager.hand_back.discard(state.run.id)
     if state.creates_session is not None and committed.session is not None:
         state.creates_session = None
         state.session = committed.session

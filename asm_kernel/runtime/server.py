@@ -155,9 +155,13 @@ class SessionServer:
         model: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         front: bool = False,
+        execute: bool = True,
         **options: Any,
     ) -> RunHandle:
-        """Queue a run and return its handle at once; a full queue raises QueueFullError."""
+        """Queue a run and return its handle at once; a full queue raises QueueFullError.
+
+        ``execute=False`` stores the run for a worker to claim instead of queuing it here.
+        """
         if not self._accepting:
             raise StateError(
                 f"session {self.session_id} is {'draining' if self._draining else 'stopped'}; it accepts no new runs",
@@ -206,6 +210,8 @@ class SessionServer:
             self._reserved -= 1
         if run.status is not RunStatus.PENDING or run.id in self._handles:
             return self._handle_for_existing(run)
+        if not execute:
+            return self._follower(run.id)
         return self._enqueue(run.id, front=front)
 
     def _enqueue(self, run_id: str, *, front: bool = False) -> RunHandle:
@@ -228,21 +234,33 @@ class SessionServer:
         elif run.status is RunStatus.PENDING:
             return self._enqueue(run.id)
         else:  # running elsewhere (another process): follow it through the store
-            self._handles[run.id] = handle
-            self._followers.add(task := asyncio.create_task(self._follow(handle)))
-            task.add_done_callback(self._followers.discard)
+            return self._follower(run.id)
+        return handle
+
+    def _follower(self, run_id: str) -> RunHandle:
+        """A handle resolved when the store says the run ended (whoever executes it)."""
+        handle = RunHandle(self.session_id, run_id)
+        self._handles[run_id] = handle
+        self._followers.add(task := asyncio.create_task(self._follow(handle)))
+        task.add_done_callback(self._followers.discard)
         return handle
 
     async def _follow(self, handle: RunHandle) -> None:
-        while True:
-            run = await self._kernel.store.get_run(handle.run_id)
-            if run.status.terminal:
-                handle._resolve(result_of(run))
-                self._handles.pop(handle.run_id, None)
-                return
-            await self._kernel.store.wait(
-                self.session_id, after=await self._kernel.store.last_seq(self.session_id), timeout=1.0
-            )
+        store = self._kernel.store
+        cursor = await store.last_seq(self.session_id)
+        try:
+            while True:
+                run = await store.get_run(handle.run_id)
+                if run.status.terminal:
+                    handle._resolve(result_of(run))
+                    return
+                events = await store.wait(self.session_id, after=cursor, timeout=1.0)
+                if events:
+                    cursor = events[-1].seq
+        except Exception as exc:  # the store failed: the waiter learns it, typed
+            handle._fail(exc)
+        finally:
+            self._handles.pop(handle.run_id, None)
 
     async def await_run(self, run_id: str, timeout: float | None = None) -> RunResult:
         handle = self._handles.get(run_id)
@@ -342,7 +360,7 @@ class SessionServer:
 
     async def _execute(self, run_id: str) -> None:
         handle = self._handles[run_id]
-        requeue = False
+        requeue = follow = False
         try:
             result = await self._kernel.sessions.execute(run_id, raise_on_error=False)
             handle._resolve(result)
@@ -353,10 +371,13 @@ class SessionServer:
             except Exception as exc:
                 handle._fail(exc)
         except StateError as exc:
-            # Paused (or changed) between the queue and the start: a paused session keeps it queued.
+            # Paused between the queue and the start: a paused session keeps it queued. Started
+            # by another worker meanwhile (a shared store): follow it there.
             session = await self._kernel.sessions.get(self.session_id)
-            requeue = session.status is SessionStatus.PAUSED
-            if not requeue:
+            run = await self._kernel.store.get_run(run_id)
+            requeue = session.status is SessionStatus.PAUSED and run.status is RunStatus.PENDING
+            follow = not requeue and run.status is not RunStatus.PENDING
+            if not requeue and not follow:
                 handle._fail(exc)
         except AsmError as exc:
             # The outcome could not be stored, or another worker took the run over: say so, typed,
@@ -371,6 +392,9 @@ class SessionServer:
             self._running.pop(run_id, None)
             if requeue:
                 self._queue.appendleft(run_id)
+            elif follow:
+                self._followers.add(task := asyncio.create_task(self._follow(handle)))
+                task.add_done_callback(self._followers.discard)
             else:
                 self._handles.pop(run_id, None)
             self._check_idle()

@@ -26,6 +26,7 @@ from ..model import Event, Run, RunResult, RunStatus, SessionStatus
 from ..recovery import RecoveryReport, RepairReport, recover_expired, repair_all
 from .limiter import ConcurrencyLimiter
 from .server import RunHandle, ServerStatus, SessionServer
+from .worker import Worker
 
 if TYPE_CHECKING:
     from ..kernel import Kernel
@@ -60,6 +61,7 @@ class Supervisor:
         self._start_lock: asyncio.Lock | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._subscribers: dict[str, int] = {}
+        self._workers: set[Worker] = set()
         self.last_recovery = RecoveryReport()
         kernel.plugins.register_object(_TransitionListener(self), "builtin.runtime", source="builtin")
 
@@ -96,6 +98,13 @@ class Supervisor:
         """Check every run's record against its log and mend what disagrees (:mod:`asm_kernel.recovery`)."""
         return await repair_all(self.kernel)
 
+    def worker(self, *, concurrency: int | None = None, poll: float = 0.5, on_stop: str = "requeue") -> Worker:
+        """A :class:`~asm_kernel.runtime.worker.Worker` executing runs queued by any process.
+
+        ``await worker.run()`` until ``await worker.stop()``; see :mod:`asm_kernel.runtime.worker`.
+        """
+        return Worker(self, concurrency=concurrency, poll=poll, on_stop=on_stop)  # type: ignore[arg-type]
+
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop every server: running runs get ``grace`` seconds, queued ones stay pending."""
         if self._reaper is not None:
@@ -103,6 +112,7 @@ class Supervisor:
             await asyncio.gather(self._reaper, return_exceptions=True)
             self._reaper = None
         grace = self.settings.shutdown_grace if grace is None else grace
+        await asyncio.gather(*(w.stop(grace) for w in list(self._workers)), return_exceptions=True)
         servers = list(self._servers.values())
         self._servers.clear()
         await asyncio.gather(*(s.stop(grace) for s in servers), return_exceptions=True)
@@ -187,9 +197,18 @@ class Supervisor:
 
     # -- operations by id -------------------------------------------------------------------
 
-    async def submit_run(self, session_id: str, input: Any, **kwargs: Any) -> RunHandle:
-        """Queue a run in the session; returns its handle at once."""
-        return await (await self.server(session_id)).submit_run(input, **kwargs)
+    async def submit_run(self, session_id: str, input: Any, *, execute: bool = True, **kwargs: Any) -> RunHandle:
+        """Queue a run in the session; returns its handle at once.
+
+        With ``execute=False`` the run is only stored ``pending``: a worker (``asm worker``, in
+        this process or any other sharing the store) claims and executes it; the handle follows
+        it through the store.
+        """
+        handle = await (await self.server(session_id)).submit_run(input, execute=execute, **kwargs)
+        if not execute:
+            for worker in self._workers:
+                worker.wake()
+        return handle
 
     async def execute_run(self, session_id: str, input: Any, **kwargs: Any) -> RunResult:
         """Queue a run and wait for its result."""
