@@ -56,6 +56,7 @@ PROVIDER_MEMORY = 100_000
 COMMIT_ATTEMPTS = 4
 COMMIT_BACKOFF = 0.02
 
+_OPEN_STATUSES = (SessionStatus.PENDING, SessionStatus.ACTIVE, SessionStatus.PAUSED)
 _TRANSITION_EVENTS = {
     SessionStatus.ACTIVE: EventType.SESSION_ACTIVATED,
     SessionStatus.PAUSED: EventType.SESSION_PAUSED,
@@ -127,6 +128,44 @@ class SessionManager(RunOps):
                 self._kernel.published(committed.events)
             return committed
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[Event | tuple[str, Mapping[str, Any]]],
+        *,
+        run_id: str | None = None,
+        expected_seq: int | None = None,
+    ) -> builtins.list[Event]:
+        """Append events to a session's log in one atomic unit; returns them with their seqs.
+
+        For integrations that record their own facts (framework adapters, importers): give
+        ``Event`` objects (their ids make a retried append idempotent) or ``(type, payload)``
+        pairs. Name your own event types with a dotted prefix (``"myapp.thing_happened"``).
+        ``expected_seq`` makes the append conditional on the log's last seq
+        (:class:`~asm_kernel.errors.SeqConflictError` otherwise). Secrets are removed from
+        payloads; the session must not be final.
+        """
+        if isinstance(events, str | bytes) or not isinstance(events, Sequence):
+            raise ValidationError("events must be a list of Event or (type, payload) pairs", path="events")
+        made: builtins.list[Event] = []
+        for i, item in enumerate(events):
+            if isinstance(item, Event):
+                made.append(item)  # the store refuses one of another session, naming it
+            elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Mapping):
+                made.append(self.make_event(session_id, item[0], dict(item[1]), run_id))
+            else:
+                raise ValidationError("expected an Event or a (type, payload) pair", path=f"events[{i}]")
+        unit = WriteUnit(session_id, made, session_status=_OPEN_STATUSES, expected_seq=expected_seq)
+        try:
+            committed = await self.commit(unit)
+        except WriteConflictError:
+            session = await self.store.get_session(session_id)
+            raise StateError(
+                f"session {session_id} is {session.status.value}; its log takes no more events",
+                hint="start a new session",
+            ) from None
+        return builtins.list(committed.events)
 
     def make_event(self, session_id: str, type_: str, payload: dict[str, Any], run_id: str | None = None) -> Event:
         """A new event; every registered secret is removed from its payload."""

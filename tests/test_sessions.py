@@ -27,6 +27,7 @@ from asm_kernel.errors import (
     ProviderOverloadedError,
     ProviderResponseError,
     RunTimeoutError,
+    SeqConflictError,
     SessionNotFoundError,
     StateError,
     UnknownComponentError,
@@ -405,3 +406,24 @@ async def test_the_transcript_cache_is_bounded_in_bytes_and_stays_incremental() 
         store.read_from.clear()
         await k.sessions.run(last.id, "again")
         assert 0 not in store.read_from
+
+
+async def test_integrations_append_their_own_events_atomically() -> None:
+    async with Kernel({"store": {"use": "memory"}}) as k:
+        s = await k.sessions.create()
+        stored = await k.sessions.append(s.id, [("myapp.note", {"n": 1}), ("myapp.note", {"n": 2})])
+        assert [e.seq for e in stored] == [2, 3]
+        from asm_kernel import Event
+
+        again = Event(session_id=s.id, type="myapp.note", payload={"n": 3})
+        assert (await k.sessions.append(s.id, [again]))[0].seq == 4
+        assert (await k.sessions.append(s.id, [again]))[0].seq == 4  # a retry is not stored twice
+        with pytest.raises(SeqConflictError):
+            await k.sessions.append(s.id, [("myapp.note", {})], expected_seq=1)
+        with pytest.raises(ValidationError):
+            await k.sessions.append(s.id, [("myapp.note", "not a payload")])  # type: ignore[list-item]
+        await k.sessions.activate(s.id)
+        await k.sessions.complete(s.id)
+        with pytest.raises(StateError):
+            await k.sessions.append(s.id, [("myapp.note", {})])
+        assert [e.seq for e in await k.sessions.events(s.id)] == [1, 2, 3, 4, 5, 6]
