@@ -11,7 +11,7 @@ from asm_kernel import Kernel, ToolSpec
 from asm_kernel.builtin.memory import MemoryStore
 from asm_kernel.builtin.scripted import ScriptedProvider
 from asm_kernel.errors import ValidationError
-from asm_kernel.testing._store_faults import assert_record_and_log_agree
+from asm_kernel.testing import assert_record_and_log_agree
 from asm_kernel.transfer import event_from_dict, export_lines, import_lines
 
 

@@ -2,6 +2,8 @@
 
 * :class:`StoreConformance` and :class:`ProviderConformance`: contract suites every store and
   provider runs unchanged;
+* :class:`FaultyStore`: fault injection at the N-th write of any store;
+* :func:`assert_record_and_log_agree`: the store contract's invariants for one session;
 * :func:`run_async`: run a coroutine from a synchronous test.
 
 pytest is needed only when you use this package.
@@ -9,7 +11,16 @@ pytest is needed only when you use this package.
 
 from __future__ import annotations
 
+from ._store_faults import assert_record_and_log_agree
+from .faults import FaultMode, FaultyStore
 from .providers import ProviderConformance
 from .stores import StoreConformance, run_async
 
-__all__ = ["StoreConformance", "ProviderConformance", "run_async"]
+__all__ = [
+    "StoreConformance",
+    "ProviderConformance",
+    "FaultyStore",
+    "FaultMode",
+    "assert_record_and_log_agree",
+    "run_async",
+]
