@@ -514,3 +514,19 @@ def test_no_module_of_config_or_cli_is_over_400_lines(package: str) -> None:
     root = Path(__file__).parent.parent / "asm_kernel" / package
     sizes = {p.name: len(p.read_text().splitlines()) for p in root.glob("*.py")}
     assert sizes and max(sizes.values()) <= 400, sizes
+
+
+def test_interpolated_names_and_paths_are_not_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHORT_NAME", "Qz9xK")  # too short for the redactor: the output itself must hide it
+    (tmp_path / "asm.toml").write_text(
+        'home = "h-${SHORT_NAME}"\n[store]\nuse = "memory"\n[[providers]]\nname = "${SHORT_NAME}"\nuse = "echo"\n'
+    )
+    for argv in (["config", "check"], ["config", "show"], ["config", "show", "--json"], ["providers", "--json"]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0 and "Qz9xK" not in out + err, (argv, out, err)
+    (tmp_path / "asm.toml").write_text('[store]\nuse = "${SHORT_NAME}"\n')
+    for argv in (["config", "check"], ["config", "show", "--json"], ["sessions", "list"]):
+        code, out, err = run_cli(capsys, *argv)
+        assert "Qz9xK" not in out + err and "no store named '********'" in out + err, (argv, out, err)

@@ -65,6 +65,8 @@ def test_a_signal_during_run_prints_the_session_to_continue(
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stderr.readline() == "test: streaming\n"  # the run is streaming (with --json, only stored)
+    if not json_mode:
+        assert proc.stdout.read(len("first words ")) == "first words "  # and asm has seen its events
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err

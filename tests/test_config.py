@@ -396,3 +396,12 @@ def test_plugin_switches_are_read_from_a_config_that_does_not_validate(tmp_path:
     assert read_plugin_switches().autoload is False
     (tmp_path / "asm.toml").write_bytes(b"[plugins\xff")
     assert read_plugin_switches().autoload is False
+
+
+def test_brackets_inside_strings_and_comments_are_not_nesting(tmp_path: Path) -> None:
+    brackets = "[" * 100 + "{" * 100
+    (tmp_path / "asm.toml").write_text(
+        f'# {brackets}\n[run]\nsystem = "{brackets}"\nagent_id = \'{brackets}\'\nmodel = """\n{brackets}\n"""\n'
+    )
+    cfg = load_config()
+    assert cfg.run.system == brackets and cfg.run.agent_id == brackets and cfg.run.model == brackets + "\n"

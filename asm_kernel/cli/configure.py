@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from ..config import MASK
 from .api import CliContext
 from .output import json_safe, toml_key, toml_value
 
@@ -34,16 +35,15 @@ def cmd_init(args: argparse.Namespace, ctx: CliContext) -> int:
 
 def cmd_config_check(args: argparse.Namespace, ctx: CliContext) -> int:
     """Everything ``asm run`` needs: every component built (the store not opened), [run] checked."""
+    from ..config import mask
     from ..config.checks import check_run_defaults
 
     cfg = ctx.config()
     kernel = ctx.kernel(cfg)
     kernel._build_all()
     check_run_defaults(cfg.run, kernel.providers)
-    ctx.line(
-        f"config OK ({cfg.source or 'defaults'}): store={type(kernel.store).__name__}, "
-        f"providers={', '.join(kernel.providers)}"
-    )
+    names = ", ".join(mask(name) for name in kernel.providers)  # an interpolated name is a secret
+    ctx.line(f"config OK ({cfg.source or 'defaults'}): store={type(kernel.store).__name__}, providers={names}")
     return 0
 
 
@@ -69,8 +69,8 @@ def _component(kernel: Any, kind: str, component: Any, default: bool) -> tuple[d
     from ..config import mask, validate_settings
     from ..errors import AsmError
 
-    table: dict[str, Any] = {"use": component.use, "name": component.name}
-    about: dict[str, Any] = {"kind": kind, "use": component.use, "default": default, "plugin": None}
+    table: dict[str, Any] = mask({"use": component.use, "name": component.name})
+    about: dict[str, Any] = {"kind": kind, "use": table["use"], "default": default, "plugin": None}
     try:
         spec = kernel.registries[kind].get(component.use, path=f"{component.path}.use")
         plugin = kernel.plugins.plugins.get(spec.plugin)
@@ -95,14 +95,24 @@ def _component(kernel: Any, kind: str, component: Any, default: bool) -> tuple[d
 def effective_config(ctx: CliContext) -> dict[str, Any]:
     """What ``asm config show --json`` prints: the config as asm would run it, secrets masked."""
     from ..config import ComponentConfig, mask
+    from ..config.validation import secret_values
 
     cfg = ctx.config()
     kernel = ctx.kernel(cfg)
     config: dict[str, Any] = {}
     components: dict[str, Any] = {}
+    hidden = secret_values(cfg.raw)
+
+    def conceal(path: str) -> str:
+        """A path built from interpolated values (``home = "${DATA}/asm"``), those values masked."""
+        for secret in hidden:
+            path = path.replace(secret, MASK)
+        return path
 
     def add(section: str, kind: str, component: Any, default: bool, index: int | None = None) -> None:
         table, about = _component(kernel, kind, component, default)
+        if "file" in about:
+            about["file"] = conceal(about["file"])
         components[component.path] = about
         if index is None:
             config[section] = table
@@ -126,9 +136,9 @@ def effective_config(ctx: CliContext) -> dict[str, Any]:
             add(section, kind, component, False, i)
     for section in ("plugins", "run", "runtime", "resilience"):
         config[section] = mask(_plain(getattr(cfg, section)))
-    config["home"] = str(cfg.home)
+    config["home"] = conceal(str(cfg.home))
     return json_safe(
-        {"source": str(cfg.source) if cfg.source else None, "home": str(cfg.home), "config": config,
+        {"source": str(cfg.source) if cfg.source else None, "home": config["home"], "config": config,
          "components": components}
     )
 

@@ -171,6 +171,7 @@ def cmd_plugins(args: argparse.Namespace, ctx: CliContext) -> int:
 
 
 def cmd_providers(args: argparse.Namespace, ctx: CliContext) -> int:
+    from ..config import mask
     from ..serialization import to_dict
 
     kernel = ctx.kernel()
@@ -184,7 +185,7 @@ def cmd_providers(args: argparse.Namespace, ctx: CliContext) -> int:
             models.append(model)
         rows.append(
             {
-                "name": name,
+                "name": mask(name),  # an interpolated name is a secret
                 "type": type(provider).__name__,
                 "capabilities": sorted(provider.capabilities),
                 "default_model": provider.default_model,

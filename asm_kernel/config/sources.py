@@ -47,6 +47,10 @@ _INTERPOLATE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _SECRET_WORDS = {"secret", "token", "password", "passwd", "credential", "credentials", "apikey", "authorization"}
 _API_KEY = re.compile(r"api[_-]?key", re.I)
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+# TOML strings and comments (skipped whole) and the brackets that nest arrays and inline tables.
+_TOML_TOKEN = re.compile(
+    r'"""(?:[^\\]|\\.)*?"""|\'\'\'.*?\'\'\'|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]', re.S
+)
 
 
 class MaskedStr(str):
@@ -115,6 +119,26 @@ def default_home() -> Path:
 # -- the file ---------------------------------------------------------------------------------
 
 
+def _too_deep(text: str) -> int | None:
+    """The line where ``text`` nests brackets deeper than MAX_DEPTH, if it does.
+
+    Checked before parsing: tomllib recurses once per level, and near the interpreter's limit
+    even the garbage collector's finalizers fail, printing to stderr.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth = 0
+    for token in _TOML_TOKEN.finditer(text):
+        kind = token.group()
+        if kind in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return text.count("\n", 0, token.start()) + 1
+        elif kind in "]}":
+            depth = max(0, depth - 1)
+    return None
+
+
 def _parse(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
@@ -126,11 +150,17 @@ def _parse(path: Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        at = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(
-            f"{path} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at line {line})",
+            f"{path} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at line {at})",
             hint="save the file as UTF-8",
         ) from None
+    deep = _too_deep(text)
+    if deep is not None:
+        raise ConfigError(
+            f"{path} nests arrays or tables too deeply to read (line {deep})",
+            hint=f"config data may nest at most {MAX_DEPTH} levels",
+        )
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -224,6 +254,8 @@ def copy_document(data: Mapping[str, Any], root: str = "") -> dict[str, Any]:
 
 
 def _parse_env_value(raw: str) -> Any:
+    if _too_deep(raw) is not None:
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except (tomllib.TOMLDecodeError, ValueError, RecursionError):  # not a TOML literal: a string

@@ -35,7 +35,16 @@ from ..secrets import Secret, redact_text
 from .hooks import _NONE, _Invalid, _Mismatch, _UnsetVariable, converter, describe_type
 from .sources import MASK, MaskedStr, Unset, is_secret_key, join_key
 
-__all__ = ["Problem", "converter", "structure", "validate_settings", "did_you_mean", "describe_type", "config_error"]
+__all__ = [
+    "Problem",
+    "converter",
+    "structure",
+    "validate_settings",
+    "did_you_mean",
+    "describe_type",
+    "config_error",
+    "secret_values",
+]
 
 T = TypeVar("T")
 _KEY_TOKEN = re.compile(r"\[\x01(.*?)\x01\]")
@@ -133,7 +142,8 @@ def _key_segment(key: str) -> str:
     return "." + join_key("", key)
 
 
-def _secrets_in(data: Any) -> list[str]:
+def secret_values(data: Any) -> list[str]:
+    """Every secret string in config ``data`` (interpolated, under a secret key, Secret), longest first."""
     found: set[str] = set()
     stack: list[tuple[Any, bool]] = [(data, False)]
     while stack:
@@ -168,7 +178,7 @@ def config_error(exc: BaseException, root: str, data: Any) -> ConfigError:
     """The ConfigError for a failed structure of ``data`` at ``root``: every problem, scrubbed."""
     problems = [
         Problem(p.path, redact_text(p.message), redact_text(p.hint) if p.hint else None)
-        for p in _problems(exc, root, _secrets_in(data))
+        for p in _problems(exc, root, secret_values(data))
     ]
     first = problems[0]
     hint = first.hint
