@@ -26,25 +26,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
-import cattrs
 from attrs import frozen
-from cattrs.errors import ForbiddenExtraKeysError, StructureHandlerNotFoundError
 
 from ..errors import ConfigError
 from ..secrets import Secret, redact_text
-from .hooks import _NONE, _Invalid, _Mismatch, _UnsetVariable, converter, describe_type
 from .sources import MASK, MaskedStr, Unset, is_secret_key, join_key
 
-__all__ = [
-    "Problem",
-    "converter",
-    "structure",
-    "validate_settings",
-    "did_you_mean",
-    "describe_type",
-    "config_error",
-    "secret_values",
-]
+# cattrs and the hooks are imported when something is validated, not when asm_kernel is:
+# `asm --help` needs neither.
+
+__all__ = ["Problem", "structure", "validate_settings", "did_you_mean", "config_error", "secret_values"]
+_NONE = type(None)
 
 T = TypeVar("T")
 _KEY_TOKEN = re.compile(r"\[\x01(.*?)\x01\]")
@@ -96,6 +88,10 @@ def did_you_mean(key: str, options: Iterable[str]) -> str:
 
 
 def _problem(exc: BaseException, tp: Any, path: str, secrets: list[str]) -> list[Problem]:
+    from cattrs.errors import ForbiddenExtraKeysError, StructureHandlerNotFoundError
+
+    from .hooks import _Invalid, _Mismatch, _UnsetVariable, describe_type
+
     last = path.rsplit(".", 1)[-1]
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [f.name for f in attrs.fields(exc.cl) if f.init] if attrs.has(exc.cl) else []
@@ -120,6 +116,8 @@ def _problem(exc: BaseException, tp: Any, path: str, secrets: list[str]) -> list
 
 
 def _problems(exc: BaseException, root: str, secrets: list[str]) -> list[Problem]:
+    import cattrs
+
     leaves: list[tuple[BaseException, Any]] = []
 
     def token(leaf: BaseException, tp: Any) -> str:
@@ -191,10 +189,10 @@ def config_error(exc: BaseException, root: str, data: Any) -> ConfigError:
 
 def structure(data: Any, tp: Any, path: str = "") -> Any:
     """``data`` structured as ``tp`` by the config converter, or one path-precise ConfigError."""
+    from .hooks import converter
+
     try:
         return converter().structure(data, tp)
-    except StructureHandlerNotFoundError as exc:
-        raise config_error(exc, path, data) from None
     except RecursionError:
         raise ConfigError("nested too deeply to validate", path=path or None, hint="flatten the data") from None
     except Exception as exc:
