@@ -405,3 +405,9 @@ def test_brackets_inside_strings_and_comments_are_not_nesting(tmp_path: Path) ->
     )
     cfg = load_config()
     assert cfg.run.system == brackets and cfg.run.agent_id == brackets and cfg.run.model == brackets + "\n"
+
+
+def test_an_unknown_key_that_is_not_a_bare_key_is_quoted_in_the_path() -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"run": {"max turns": 3}}, env={})
+    assert info.value.path == 'run."max turns"' and 'did you mean "max_turns"?' in str(info.value)

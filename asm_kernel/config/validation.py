@@ -95,7 +95,7 @@ def _problem(exc: BaseException, tp: Any, path: str, secrets: list[str]) -> list
     last = path.rsplit(".", 1)[-1]
     if isinstance(exc, ForbiddenExtraKeysError):
         known = [f.name for f in attrs.fields(exc.cl) if f.init] if attrs.has(exc.cl) else []
-        return [Problem(f"{path}.{key}".lstrip("."), f"unknown key; {did_you_mean(key, known)}")
+        return [Problem(join_key(path, key), f"unknown key; {did_you_mean(key, known)}")
                 for key in sorted(map(str, exc.extra_fields))]
     if isinstance(exc, _Mismatch):
         hidden = is_secret_key(last.strip('"'))
