@@ -49,6 +49,8 @@ class BuildContext:
     home: Path
     config_dir: Path
     kernel: Kernel | None = None
+    #: Built for a short-lived command (the ``asm`` CLI) rather than a long-running process.
+    short_lived: bool = False
 
 
 class Kernel:
@@ -70,12 +72,14 @@ class Kernel:
         tools: Sequence[Tool] = (),
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
+        short_lived: bool = False,
     ) -> None:
         if config is None:
             config = Config()
         elif isinstance(config, Mapping):
             config = config_from_dict(config)
         self.config: Config = config
+        self.short_lived = short_lived
         self.plugins = PluginManager()
         if load_plugins:
             self.plugins.load(
@@ -145,6 +149,7 @@ class Kernel:
             home=self.config.home,
             config_dir=self.config.config_dir,
             kernel=self,
+            short_lived=self.short_lived,
         )
 
     def build(self, kind: str, component: ComponentConfig) -> Any:

@@ -6,14 +6,17 @@ contributed it; a second registration of the same name is refused with an error 
 
 from __future__ import annotations
 
+import difflib
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from attrs import frozen
 
 from .errors import DuplicateComponentError, UnknownComponentError, ValidationError
 
-__all__ = ["ComponentSpec", "Register", "Registry", "KINDS"]
+__all__ = ["ComponentSpec", "Register", "Registry", "KINDS", "FIRST_PARTY", "install_hint", "plural"]
 
 #: Component kinds and the hook that registers each.
 KINDS: dict[str, str] = {
@@ -24,6 +27,38 @@ KINDS: dict[str, str] = {
     "telemetry": "asm_register_telemetry",
     "tool": "asm_register_tools",
 }
+
+#: Components of the first-party plugins, by (kind, name): the distribution that provides each.
+FIRST_PARTY: dict[tuple[str, str], str] = {
+    ("store", "duckdb"): "asm-duckdb",
+    ("provider", "anthropic"): "asm-anthropic",
+    ("provider", "openai"): "asm-openai",
+}
+
+_PLURAL = {"policy": "policies", "telemetry": "telemetry sinks"}
+
+
+def plural(kind: str) -> str:
+    """``providers``, ``policies``, ``telemetry sinks``: a kind's name for many of it."""
+    return _PLURAL.get(kind, kind + "s")
+
+
+def install_hint(distribution: str) -> str:
+    """The command that installs a first-party plugin distribution.
+
+    From a checkout of asm (the plugin's directory sits next to the kernel package) that is
+    ``pip install ./plugins/<distribution>``, a path that exists; elsewhere the package name.
+    """
+    checkout = Path(__file__).resolve().parent.parent / "plugins" / distribution
+    if not (checkout / "pyproject.toml").is_file():
+        return f"pip install {distribution}"
+    try:
+        relative = os.path.relpath(checkout)
+    except ValueError:  # another drive (Windows)
+        relative = ".."
+    if relative.startswith(".."):
+        return f"pip install {checkout}"
+    return f"pip install ./{Path(relative).as_posix()}"
 
 
 @frozen
@@ -62,15 +97,34 @@ class Registry:
         try:
             return self._specs[name]
         except KeyError:
-            known = ", ".join(sorted(self._specs)) or "none"
+            from .config.sources import MaskedStr
+
+            details: dict[str, Any] = {} if isinstance(name, MaskedStr) else {"name": name}
             raise UnknownComponentError(
                 f"no {self.kind} named {name!r} is installed",
                 path=path,
-                hint=f"installed {self.kind}s: {known}; install the plugin that provides it "
-                f"(pip install asm-{name}) or fix the name",
+                hint=self._unknown_hint(name),
                 kind=self.kind,
-                name=name,
+                **details,
             ) from None
+
+    def _unknown_hint(self, name: str) -> str:
+        from .config.sources import MaskedStr
+
+        names = self.names()
+        parts = []
+        # An interpolated name is a secret: no hint may tell what it is close to.
+        if not isinstance(name, MaskedStr):
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            if close:
+                parts.append(f'did you mean "{close[0]}"?')
+            distribution = FIRST_PARTY.get((self.kind, name))
+            if distribution:
+                parts.append(f"{install_hint(distribution)} to add it")
+        parts.append(f"installed {plural(self.kind)}: {', '.join(names) or 'none'}")
+        if len(parts) == 1:
+            parts.append("install a plugin that provides it (`asm plugins` lists what each provides), or fix the name")
+        return "; ".join(parts)
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs

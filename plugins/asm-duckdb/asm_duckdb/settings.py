@@ -29,14 +29,15 @@ class DuckDBSettings:
     * ``durability``: ``"safe"`` awaits the commit of every append; ``"fast"`` acknowledges
       stream deltas (``message_streamed``, ``thinking_streamed``) once their seq is assigned and
       commits them shortly after (write-behind).
-    * ``lock_timeout``: seconds to keep retrying while another process holds the file.
+    * ``lock_timeout``: seconds to keep retrying while another process holds the file; unset
+      means 0 (fail at once), or 10 when the store is built for a short-lived command (the CLI).
     * ``read_only``: open the file for reading only (writes are refused).
     * ``memory_limit`` / ``threads``: passed to DuckDB.
     """
 
     path: str | None = None
     durability: Literal["safe", "fast"] = "safe"
-    lock_timeout: float = 0.0
+    lock_timeout: float | None = None
     read_only: bool = False
     memory_limit: str | None = None
     threads: int | None = None
@@ -50,11 +51,13 @@ def _check(settings: DuckDBSettings, base: str) -> None:
             hint="'safe' waits for every commit; 'fast' writes stream deltas behind",
         )
     timeout = settings.lock_timeout
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0 or timeout == float("inf"):
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0 or timeout == float("inf")
+    ):
         raise ConfigError(
             f"lock_timeout must be a finite number of seconds >= 0, got {timeout!r}",
             path=f"{base}.lock_timeout",
-            hint="0 fails at once when another process holds the file; the CLI uses 5",
+            hint="0 fails at once when another process holds the file; unset waits 10 s in asm commands",
         )
     if not isinstance(settings.read_only, bool):
         raise ConfigError(f"read_only must be true or false, got {settings.read_only!r}", path=f"{base}.read_only")
@@ -96,6 +99,13 @@ def resolve_path(settings: DuckDBSettings, context: Any) -> Path:
     return path
 
 
+def _lock_timeout(settings: DuckDBSettings, context: Any) -> float:
+    if settings.lock_timeout is not None:
+        return float(settings.lock_timeout)
+    # A short command opens the file another process may hold for a moment: wait, visibly.
+    return 10.0 if getattr(context, "short_lived", False) else 0.0
+
+
 def build(settings: DuckDBSettings, context: Any) -> DuckDBStore:
     """The store factory: ``register("duckdb", build, settings=DuckDBSettings)``."""
     base = getattr(context, "path", None) or "store"
@@ -107,7 +117,7 @@ def build(settings: DuckDBSettings, context: Any) -> DuckDBStore:
     return DuckDBStore(
         resolve_path(settings, context),
         durability=settings.durability,
-        lock_timeout=float(settings.lock_timeout),
+        lock_timeout=_lock_timeout(settings, context),
         read_only=settings.read_only,
         memory_limit=settings.memory_limit,
         threads=settings.threads,

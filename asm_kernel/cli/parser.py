@@ -1,0 +1,180 @@
+"""The ``asm`` argument parser: the core commands, plus those plugins add."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from functools import cache
+
+from .api import CliContext, CommandRegistry, Handler, add_common, add_json
+from .configure import cmd_config_check, cmd_config_show, cmd_init
+from .inspect import cmd_events, cmd_plugins, cmd_providers, cmd_sessions_list, cmd_sessions_show
+from .running import cmd_demo, cmd_run
+
+__all__ = ["build_parser", "core_parser", "CORE_COMMANDS", "command_of", "config_arg"]
+
+#: The commands the kernel itself provides; running one of them loads no plugin's commands.
+CORE_COMMANDS = frozenset({"demo", "init", "run", "sessions", "events", "providers", "plugins", "config"})
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer of at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _help_of(command: str) -> Handler:
+    """Handler for a command group called without its action: show the group's help."""
+
+    def show(args: argparse.Namespace, ctx: CliContext) -> int:
+        try:
+            core_parser().parse_args([command, "--help"])
+        except SystemExit:
+            pass
+        return 2
+
+    return show
+
+
+def _core(sub: argparse._SubParsersAction) -> CommandRegistry:  # type: ignore[type-arg]
+    core = CommandRegistry(sub)
+    p = core.add("demo", cmd_demo, help="offline demo: a few sessions with the echo provider, then the event log")
+    p.add_argument("--fast", action="store_true", help="no streaming delay")
+
+    p = core.add("init", cmd_init, help="write a commented starter asm.toml")
+    p.add_argument("path", nargs="?", default="asm.toml")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    p = core.add("run", cmd_run, help="run a prompt in a session (new unless --session), streaming the answer")
+    p.add_argument("prompt", help="the prompt; - reads it from stdin")
+    p.add_argument("--session", "-s", help="continue this session")
+    p.add_argument("--provider", "-p", help="configured provider name")
+    p.add_argument("--model", "-m")
+    p.add_argument("--system")
+    p.add_argument("--agent", default=None, help="agent id for a new session")
+    p.add_argument("--max-tokens", type=_positive_int, dest="max_tokens")
+    p.add_argument("--timeout", type=_positive_float, help="seconds for the whole run")
+    add_json(p)
+
+    p = core.add("sessions", _help_of("sessions"), help="list or show sessions")
+    sreg = CommandRegistry(p.add_subparsers(dest="sessions_command", metavar="ACTION"))
+    q = sreg.add("list", cmd_sessions_list, help="list sessions, newest first")
+    q.add_argument("--status")
+    q.add_argument("--agent")
+    q.add_argument("--tag")
+    q.add_argument("--limit", type=_positive_int, default=50)
+    q.add_argument("--offset", type=_non_negative_int, default=0)
+    add_json(q)
+    q = sreg.add("show", cmd_sessions_show, help="one session with its runs, usage and cost")
+    q.add_argument("id")
+    add_json(q)
+
+    p = core.add("events", cmd_events, help="a session's event log (JSON Lines with --json)")
+    p.add_argument("id", help="session id")
+    p.add_argument("--after", type=_non_negative_int, default=0, help="only events with seq > N")
+    p.add_argument("--type", action="append", help="only this event type (repeatable)")
+    p.add_argument("--limit", type=_positive_int)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    p.add_argument("--interval", type=_positive_float, default=0.5, help="seconds between polls with --follow")
+    add_json(p)
+
+    p = core.add("providers", cmd_providers, help="configured providers: capabilities, models, prices, health")
+    p.add_argument("--models", action="store_true", help="also list every model with its limits and price")
+    add_json(p)
+
+    p = core.add("plugins", cmd_plugins, help="installed plugins, their hooks and components")
+    add_json(p)
+
+    p = core.add("config", _help_of("config"), help="show or check the configuration")
+    creg = CommandRegistry(p.add_subparsers(dest="config_command", metavar="ACTION"))
+    q = creg.add("show", cmd_config_show, help="the effective config: defaults, paths, plugins; secrets masked")
+    add_json(q)
+    creg.add("check", cmd_config_check, help="validate everything `asm run` needs, building every component")
+    return core
+
+
+def build_parser(
+    with_plugins: bool = True, config_path: str | None = None
+) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser, and the problems of plugins whose commands could not be added.
+
+    With ``with_plugins``, plugin commands come from the plugins the config (``config_path``,
+    else discovered) allows; a config that does not validate is read leniently for that, and
+    one whose ``[plugins]`` cannot be read at all loads no entry point.
+    """
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="asm", description="asm: an agent session manager.")
+    parser.add_argument("--version", action="version", version=f"asm {__version__}")
+    add_common(parser)
+    core = _core(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    problems: list[str] = []
+    if with_plugins:
+        problems = _plugin_commands(core, config_path)
+    return parser, problems
+
+
+@cache
+def core_parser() -> argparse.ArgumentParser:
+    """The parser of the core commands alone, built once per process (parsing never changes it)."""
+    return build_parser(with_plugins=False)[0]
+
+
+def _plugin_commands(core: CommandRegistry, config_path: str | None = None) -> list[str]:
+    from .._plugins import PluginManager
+    from ..config import read_plugin_switches
+
+    switches = read_plugin_switches(config_path)
+    manager = PluginManager()
+    manager.load(disabled=switches.disabled, modules=switches.modules, autoload=switches.autoload)
+    problems = []
+    for impl in manager.impls("asm_register_commands"):
+        core.plugin = impl.plugin_name
+        try:
+            impl.function(cli=core)
+        except Exception as exc:
+            problems.append(f"plugin {impl.plugin_name!r} failed to add its commands: {exc}")
+    core.plugin = "asm"
+    return problems
+
+
+def config_arg(argv: Sequence[str]) -> str | None:
+    """``--config``/``-c`` from the command line, before the parser (which needs the plugins) exists."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command named on the command line (its first positional), or None for help/none."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-h", "--help", "--version"):
+            return None
+        elif arg in ("--config", "-c"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
