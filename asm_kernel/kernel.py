@@ -24,7 +24,7 @@ from .interfaces import Policy, Provider, Router, Store, TelemetrySink, Tool
 from .leases import LeaseKeeper
 from .model import Event, RunResult
 from .pipeline import Pipeline
-from .registry import Registry
+from .registry import Registry, install_hint
 from .resilience import BreakerBoard
 
 __all__ = ["Kernel", "BuildContext", "default_worker_id"]
@@ -185,7 +185,7 @@ class Kernel:
             if cfg.store is None and not self.store.capabilities.durable:
                 warnings.warn(
                     f"no durable store is installed, so sessions are kept in memory ({type(self.store).__name__}) "
-                    "and lost on exit; install one (pip install asm-duckdb) or configure [store]",
+                    f"and lost on exit; install one ({install_hint('asm-duckdb')}) or configure [store]",
                     stacklevel=3,
                 )
         providers = cfg.providers

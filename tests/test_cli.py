@@ -495,13 +495,14 @@ def test_asm_log_records_are_one_redacted_line_on_stderr(
         assert text not in err, err
 
 
+@pytest.mark.filterwarnings("default::UserWarning")  # the CLI's own handling, not the test suite's "error"
 def test_python_warnings_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASM_DISABLED_PLUGINS", "duckdb")
     code, _, err = run_cli(capsys, "sessions", "list")
     assert code == 0
-    assert err.startswith("asm: warning: asm-duckdb is not installed, so sessions are kept in memory") and err.count(
+    assert err.startswith("asm: warning: no durable store is installed, so sessions are kept in memory") and err.count(
         "\n"
     ) == 1, err
 
