@@ -138,8 +138,12 @@ def effective_config(ctx: CliContext) -> dict[str, Any]:
         config[section] = mask(_plain(getattr(cfg, section)))
     config["home"] = conceal(str(cfg.home))
     return json_safe(
-        {"source": str(cfg.source) if cfg.source else None, "home": config["home"], "config": config,
-         "components": components}
+        {
+            "source": str(cfg.source) if cfg.source else None,
+            "home": config["home"],
+            "config": config,
+            "components": components,
+        }
     )
 
 

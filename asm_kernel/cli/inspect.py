@@ -211,8 +211,15 @@ def cmd_providers(args: argparse.Namespace, ctx: CliContext) -> int:
         for m in r["models"]:
             price = m.get("price") or {}
             model_rows.append(
-                (r["name"], m["name"], m["context_window"], m["max_output_tokens"], price.get("input", "-"),
-                 price.get("output", "-"), price.get("as_of", ""))
+                (
+                    r["name"],
+                    m["name"],
+                    m["context_window"],
+                    m["max_output_tokens"],
+                    price.get("input", "-"),
+                    price.get("output", "-"),
+                    price.get("as_of", ""),
+                )
             )
     table(model_rows, ["provider", "model", "context", "max out", "$/M in", "$/M out", "price as of"], ctx.out)
     return 0

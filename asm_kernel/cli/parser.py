@@ -9,12 +9,31 @@ from functools import cache
 from .api import CliContext, CommandRegistry, Handler, add_common, add_json
 from .configure import cmd_config_check, cmd_config_show, cmd_init
 from .inspect import cmd_events, cmd_plugins, cmd_providers, cmd_sessions_list, cmd_sessions_show
+from .queue import cmd_submit, cmd_wait, cmd_worker
 from .running import cmd_demo, cmd_run
+from .transfer import cmd_export, cmd_import, cmd_repair
 
 __all__ = ["build_parser", "core_parser", "CORE_COMMANDS", "command_of", "config_arg"]
 
 #: The commands the kernel itself provides; running one of them loads no plugin's commands.
-CORE_COMMANDS = frozenset({"demo", "init", "run", "sessions", "events", "providers", "plugins", "config"})
+CORE_COMMANDS = frozenset(
+    {
+        "demo",
+        "init",
+        "run",
+        "sessions",
+        "events",
+        "providers",
+        "plugins",
+        "config",
+        "submit",
+        "wait",
+        "worker",
+        "export",
+        "import",
+        "repair",
+    }
+)
 
 
 def _positive_int(text: str) -> int:
@@ -35,6 +54,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -105,6 +131,48 @@ def _core(sub: argparse._SubParsersAction) -> CommandRegistry:  # type: ignore[t
     q = creg.add("show", cmd_config_show, help="the effective config: defaults, paths, plugins; secrets masked")
     add_json(q)
     creg.add("check", cmd_config_check, help="validate everything `asm run` needs, building every component")
+
+    p = core.add("submit", cmd_submit, help="queue a run for a worker (asm worker) and print its id")
+    p.add_argument("prompt", help="the prompt; - reads it from stdin")
+    p.add_argument("--session", "-s", help="queue it in this session (default: a new one)")
+    p.add_argument("--agent", default=None, help="agent id for a new session")
+    p.add_argument("--provider", "-p", help="configured provider name")
+    p.add_argument("--model", "-m")
+    p.add_argument("--system")
+    p.add_argument("--max-tokens", type=_positive_int, dest="max_tokens")
+    p.add_argument("--timeout", type=_positive_float, help="seconds for the whole run")
+    p.add_argument("--idempotency-key", dest="idempotency_key", help="a key already used returns that run")
+    add_json(p)
+
+    p = core.add("wait", cmd_wait, help="wait for a run to end and print its result (as asm run does)")
+    p.add_argument("run_id")
+    p.add_argument("--timeout", type=_positive_float, help="give up after this many seconds (exit 1)")
+    p.add_argument("--interval", type=_positive_float, default=0.5, help="seconds between looks")
+    add_json(p)
+
+    p = core.add("worker", cmd_worker, help="claim and execute queued runs until SIGTERM or Ctrl-C")
+    p.add_argument("--concurrency", type=_positive_int, help="runs at once (default runtime.max_running_runs)")
+    p.add_argument("--poll", type=_positive_float, default=0.5, help="seconds between claims when idle")
+    p.add_argument("--grace", type=_non_negative_float, help="seconds runs get when stopping (runtime.shutdown_grace)")
+    p.add_argument(
+        "--on-stop",
+        dest="on_stop",
+        choices=["requeue", "cancel"],
+        default="requeue",
+        help="what happens to runs still going after the grace: handed back, or cancelled",
+    )
+    add_json(p)
+
+    p = core.add("export", cmd_export, help="sessions, their logs and runs as JSON Lines on stdout")
+    p.add_argument("ids", nargs="*", metavar="SESSION_ID")
+    p.add_argument("--all", action="store_true", help="every session in the store")
+
+    p = core.add("import", cmd_import, help="import an export into this store (idempotent)")
+    p.add_argument("file", metavar="FILE", help="an export file, or - for stdin")
+    add_json(p)
+
+    p = core.add("repair", cmd_repair, help="check every run's record against its log and mend what disagrees")
+    add_json(p)
     return core
 
 

@@ -19,7 +19,7 @@ from attrs import evolve
 from .api import CliContext
 from .output import events_table
 
-__all__ = ["Stopped", "run_async", "cmd_run", "cmd_demo", "DEMO_PROMPTS"]
+__all__ = ["Stopped", "run_async", "cmd_run", "cmd_demo", "DEMO_PROMPTS", "result_json", "report_result"]
 
 
 class Stopped(Exception):
@@ -67,7 +67,12 @@ def run_async(coro: Any) -> Any:
 
 
 async def _stream_answer(
-    kernel: Any, session_id: str, prompt: str, ctx: CliContext, options: dict[str, Any], echo: bool,
+    kernel: Any,
+    session_id: str,
+    prompt: str,
+    ctx: CliContext,
+    options: dict[str, Any],
+    echo: bool,
     seen: dict[str, str] | None = None,
 ) -> Any:
     from ..model import RunResult
@@ -117,27 +122,35 @@ def cmd_run(args: argparse.Namespace, ctx: CliContext) -> int:
         result = run_async(go())
     except Stopped as stop:
         raise Stopped(stop.signal_name, seen.get("session"), seen.get("run")) from None
-    status = result.status.value
-    if args.json:
-        from ..serialization import to_dict
+    return report_result(result, ctx, json=args.json, continue_hint=True)
 
-        ctx.json_out(
-            {
-                "session_id": result.session_id,
-                "run_id": result.run_id,
-                "status": status,
-                "output": result.output,
-                "usage": to_dict(result.usage),
-                "cost": result.cost,
-                "provider": result.provider,
-                "model": result.model,
-                "stop_reason": result.stop_reason,
-                "pending_tool_calls": [to_dict(c) for c in result.pending_tool_calls],
-                "error": result.error,
-            }
-        )
+
+def result_json(result: Any) -> dict[str, Any]:
+    """The documented ``--json`` object of a run's result (``asm run``, ``asm wait``)."""
+    from ..serialization import to_dict
+
+    return {
+        "session_id": result.session_id,
+        "run_id": result.run_id,
+        "status": result.status.value,
+        "output": result.output,
+        "usage": to_dict(result.usage),
+        "cost": result.cost,
+        "provider": result.provider,
+        "model": result.model,
+        "stop_reason": result.stop_reason,
+        "pending_tool_calls": [to_dict(c) for c in result.pending_tool_calls],
+        "error": result.error,
+    }
+
+
+def report_result(result: Any, ctx: CliContext, *, json: bool, continue_hint: bool) -> int:
+    """Print a finished run as ``asm run`` does; the exit code (1 unless it completed)."""
+    status = result.status.value
+    if json:
+        ctx.json_out(result_json(result))
     if status == "completed":
-        if not args.json:
+        if not json and continue_hint:
             sid = result.session_id
             ctx.error(f'session {sid}  (continue with: asm run --session {sid} "...")')
         return 0
