@@ -124,6 +124,31 @@ class SSEResponse:
     pauses: Mapping[int, float] = field(factory=dict)
     end: Literal["complete", "drop", "hang"] = "complete"
 
+    @classmethod
+    def with_faults(
+        cls,
+        events: Sequence[SSEEvent | bytes],
+        *,
+        drop_at: int | None = None,
+        end_at: int | None = None,
+        error_at: int | None = None,
+        error: Callable[[int], SSEEvent | bytes] | None = None,
+        **options: Any,
+    ) -> SSEResponse:
+        """``events`` cut by the earliest scripted fault, counted in events sent before it:
+        ``drop_at`` drops the connection, ``end_at`` ends the body cleanly (a truncated stream),
+        ``error_at`` sends ``error(n)`` (the wire format's error event) and ends. At the same
+        event a drop wins over a clean end, which wins over an error."""
+        faults = [(n, rank) for rank, n in enumerate((drop_at, end_at, error_at)) if n is not None]
+        at, rank = min(faults, default=(len(events), -1))
+        if at >= len(events):
+            return cls(events, **options)
+        if rank == 0:
+            return cls(events[:at], end="drop", **options)
+        if rank == 2 and error is not None:
+            return cls([*events[:at], error(at)], **options)
+        return cls(events[:at], **options)
+
 
 @frozen
 class RawResponse:

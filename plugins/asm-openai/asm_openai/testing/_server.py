@@ -134,6 +134,10 @@ class FakeOpenAI(FakeHTTPServer):
         data = {"type": "error", "code": err["code"], "message": err["message"], "param": err["param"]}
         return ("error", json.dumps({**data, "sequence_number": sequence}))
 
+    def _error_sse(self, path: str, reply: Reply, sequence: int) -> SSEEvent:
+        name, data = self.error_event(path, reply, sequence)
+        return SSEEvent(data, event=name)
+
     def handle(self, request: RecordedRequest) -> Response:
         route = request.route
         if request.method == "GET":
@@ -182,15 +186,11 @@ class FakeOpenAI(FakeHTTPServer):
         body = request.body if isinstance(request.body, dict) else {}
         pairs = render_chat(reply, body) if request.route == CHAT else render_responses(reply, body)
         events = [SSEEvent(data, event=name) for name, data in pairs]
-        # The earliest fault wins; at the same event a drop beats a clean end beats an error.
-        faults = [(n, rank) for rank, n in enumerate((reply.drop_after, reply.end_after, reply.error_after))]
-        cut = min(((n, rank) for n, rank in faults if n is not None), default=None)
-        if cut is None or cut[0] >= len(events):
-            return SSEResponse(events, **timing)
-        at, rank = cut
-        if rank == 0:
-            return SSEResponse(events[:at], end="drop", **timing)
-        if rank == 2:
-            name, data = self.error_event(request.route, reply, at)
-            return SSEResponse([*events[:at], SSEEvent(data, event=name)], **timing)
-        return SSEResponse(events[:at], **timing)
+        return SSEResponse.with_faults(
+            events,
+            drop_at=reply.drop_after,
+            end_at=reply.end_after,
+            error_at=reply.error_after,
+            error=lambda at: self._error_sse(request.route, reply, at),
+            **timing,
+        )
