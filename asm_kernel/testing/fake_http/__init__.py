@@ -1,0 +1,37 @@
+"""The common base of wire-faithful fake provider servers: real HTTP on 127.0.0.1.
+
+A provider plugin's fake server (``asm_openai.testing.FakeOpenAI``,
+``asm_anthropic.testing.FakeAnthropic``) subclasses :class:`FakeHTTPServer` and keeps only its
+wire format: it turns its own scripted replies into the transport-level responses defined
+here. Everything else is shared: a threaded server on a free port, a FIFO script of responses
+per route, a record of every request, and the faults tests need::
+
+    with MyFake() as fake:                       # a started server; stopped on exit
+        fake.script(JsonResponse(200, {"ok": True}), route="/v1/things")
+        fake.script(SSEResponse([SSEEvent({"n": 1}), SSEEvent({"n": 2})], end="drop"))
+        fake.script(lambda request: JsonResponse(401, {"echo": request.headers["authorization"]}))
+        ...                                      # point the SDK at fake.url
+        assert fake.last.body == {...}
+
+Responses: :class:`JsonResponse` (status, headers, JSON or raw body), :class:`SSEResponse`
+(server-sent events with delays and pauses, ending cleanly, dropping the connection or hanging),
+:class:`RawResponse` (bytes written verbatim: a malformed status line or header), :class:`Stall`
+(no answer at all). A callable in the script is called with the :class:`RecordedRequest` and
+its result is answered: that is how a fake reflects what it received.
+
+Standard library and attrs only; nothing here needs pytest.
+"""
+
+from ._records import JsonResponse, RawResponse, RecordedRequest, Response, SSEEvent, SSEResponse, Stall
+from ._server import FakeHTTPServer
+
+__all__ = [
+    "FakeHTTPServer",
+    "RecordedRequest",
+    "JsonResponse",
+    "SSEEvent",
+    "SSEResponse",
+    "RawResponse",
+    "Stall",
+    "Response",
+]
