@@ -10,6 +10,8 @@
   exception (which holds the request, its headers, the key) is never chained to what asm raises;
 * :class:`ClientCache`: one SDK client per event loop (their connection pools belong to the loop
   that opened them), all closed by :meth:`ClientCache.aclose`;
+* :class:`ProviderBase`: name, settings, endpoint, clients, declarations and a safe repr, so a
+  provider class holds only its client factory and its ``stream``;
 * :func:`require_api_key`: the setting, else the environment variable, else a typed error that
   names both;
 * :func:`safe_repr`, :func:`public_url`, :func:`scrub_text`: reprs and messages that never show a
@@ -22,12 +24,13 @@ Nothing here imports a vendor SDK or an HTTP library, and importing the module d
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import os
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
@@ -49,7 +52,7 @@ from .errors import (
     RateLimitError,
     RequestTooLargeError,
 )
-from .model import Usage
+from .model import ModelInfo, Usage
 from .resilience import parse_retry_after
 from .secrets import Secret, mask_url, redact_text, register_secret
 
@@ -67,6 +70,7 @@ __all__ = [
     "register_header_secrets",
     "require_api_key",
     "ClientCache",
+    "ProviderBase",
     "Deadline",
     "transport_error_class",
 ]
@@ -383,6 +387,57 @@ class ClientCache(Generic[C]):
 
 async def _awaited(awaitable: Awaitable[object]) -> None:
     await awaitable
+
+
+class ProviderBase(abc.ABC, Generic[C]):
+    """What an SDK-backed provider has whatever its wire format: its name, config path and
+    settings, an endpoint safe to name in messages, one client per loop, a repr without secrets.
+
+    Subclasses set :attr:`default_url` (used when ``settings.base_url`` is unset), implement
+    :meth:`make_client` and ``stream``, and declare ``capabilities`` and :attr:`models`. The
+    settings need ``model``, and may have ``base_url`` and ``headers``.
+    """
+
+    #: the API's URL when the settings name none
+    default_url: str = ""
+
+    def __init__(self, settings: Any, *, name: str, path: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.path = path
+        url = getattr(settings, "base_url", None) or self.default_url
+        # Registered now, before the SDK can log a URL or a header with them.
+        mask_url(url)
+        register_header_secrets(getattr(settings, "headers", None) or {})
+        #: the server, without credentials, for messages
+        self.endpoint = public_url(url)
+        self.clients: ClientCache[C] = ClientCache(self.make_client, close=self.close_client)
+        self._models: tuple[ModelInfo, ...] = ()
+
+    def __repr__(self) -> str:
+        url = getattr(self.settings, "base_url", None) or self.default_url
+        return safe_repr(type(self).__name__, name=self.name, model=self.default_model, base_url=url)
+
+    @property
+    def models(self) -> Sequence[ModelInfo]:
+        return self._models
+
+    @property
+    def default_model(self) -> str:
+        return str(self.settings.model)
+
+    @abc.abstractmethod
+    def make_client(self) -> C:
+        """A new SDK client for the running loop (vendor SDKs are imported here, lazily)."""
+
+    async def close_client(self, client: C) -> None:
+        """Close one client; the official SDKs' clients have an async ``close()``."""
+        closing: Any = client
+        await closing.close()
+
+    async def aclose(self) -> None:
+        """Close every client this provider made."""
+        await self.clients.aclose()
 
 
 # -- time and transport ---------------------------------------------------------------------

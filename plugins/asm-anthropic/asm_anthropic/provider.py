@@ -8,22 +8,12 @@ request is made, so a missing key fails the runs that use this provider, not the
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from asm_kernel.errors import ProviderAuthError, ProviderError, ProviderResponseError
 from asm_kernel.model import Capability, ModelInfo, ProviderRequest, StreamEvent, TextDelta, ThinkingDelta
-from asm_kernel.provider_kit import (
-    ApiKey,
-    ClientCache,
-    Deadline,
-    ProviderCall,
-    public_url,
-    register_header_secrets,
-    require_api_key,
-    safe_repr,
-)
-from asm_kernel.secrets import mask_url
+from asm_kernel.provider_kit import ApiKey, Deadline, ProviderBase, ProviderCall, require_api_key
 
 from ._builder import MessageBuilder
 from ._errors import translate
@@ -34,10 +24,9 @@ from .settings import AnthropicSettings
 __all__ = ["AnthropicProvider", "ENV_KEY"]
 
 ENV_KEY = "ANTHROPIC_API_KEY"
-_ANTHROPIC_URL = "https://api.anthropic.com"
 
 
-class AnthropicProvider:
+class AnthropicProvider(ProviderBase[Any]):
     """Claude models through the Anthropic Messages API (``use = "anthropic"``)."""
 
     capabilities = frozenset(
@@ -54,6 +43,9 @@ class AnthropicProvider:
         }
     )
 
+    default_url = "https://api.anthropic.com"
+    settings: AnthropicSettings
+
     def __init__(
         self,
         settings: AnthropicSettings | None = None,
@@ -65,31 +57,10 @@ class AnthropicProvider:
         import anthropic  # the SDK: imported only when a provider is built
 
         self._sdk = anthropic
-        self.settings = settings or AnthropicSettings()
-        self.name = name
-        self._path = path
+        super().__init__(settings or AnthropicSettings(), name=name, path=path)
         self._environ = environ if environ is not None else os.environ
-        # Register the URL's password and secret-looking headers before the SDK can log them.
-        self._endpoint = public_url(self.settings.base_url or _ANTHROPIC_URL)
-        mask_url(self.settings.base_url or _ANTHROPIC_URL)
-        register_header_secrets(self.settings.headers)
         self._key: ApiKey | None = None
-        self._clients: ClientCache[Any] = ClientCache(self._make_client, close=lambda client: client.close())
         self._models = catalog(self.settings.model, self.settings.models)
-
-    def __repr__(self) -> str:
-        s = self.settings
-        return safe_repr("AnthropicProvider", name=self.name, model=s.model, base_url=s.base_url or _ANTHROPIC_URL)
-
-    # -- declared ---------------------------------------------------------------------------
-
-    @property
-    def models(self) -> Sequence[ModelInfo]:
-        return self._models
-
-    @property
-    def default_model(self) -> str:
-        return self.settings.model
 
     def model_info(self, model: str) -> ModelInfo:
         return model_info(model, self.settings.models)
@@ -101,7 +72,7 @@ class AnthropicProvider:
             self._key = require_api_key(
                 self.settings.api_key,
                 env_var=ENV_KEY,
-                path=f"{self._path}.api_key",
+                path=f"{self.path}.api_key",
                 vendor="Anthropic",
                 environ=self._environ,
                 error=ProviderAuthError,
@@ -110,7 +81,7 @@ class AnthropicProvider:
             )
         return self._key
 
-    def _make_client(self) -> Any:
+    def make_client(self) -> Any:
         settings, sdk = self.settings, self._sdk
         timeout = sdk.Timeout(
             connect=settings.connect_timeout,
@@ -127,16 +98,13 @@ class AnthropicProvider:
             default_headers=dict(settings.headers) or None,
         )
 
-    async def aclose(self) -> None:
-        await self._clients.aclose()
-
     # -- the stream -------------------------------------------------------------------------
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
         settings = self.settings
         model = request.model or settings.model
         call = ProviderCall(self.name, model, vendor="the Anthropic API", key=self._api_key(model))
-        client = self._clients.get()
+        client = self.clients.get()
         known = model in MODELS or model in settings.models
         params = build_params(
             request,
@@ -189,6 +157,6 @@ class AnthropicProvider:
             exc,
             sdk=self._sdk,
             in_stream=in_stream,
-            endpoint=self._endpoint,
+            endpoint=self.endpoint,
             timeouts=(s.connect_timeout, s.read_timeout, s.total_timeout),
         )

@@ -9,23 +9,20 @@ why); closing the generator (or cancelling its task) closes the stream.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from asm_kernel.errors import ProviderError, ProviderTimeoutError
-from asm_kernel.model import ModelInfo, ProviderRequest, StreamEvent, TextDelta, ThinkingDelta
+from asm_kernel.model import ProviderRequest, StreamEvent, TextDelta, ThinkingDelta
 from asm_kernel.provider_kit import (
     ApiKey,
-    ClientCache,
     Deadline,
+    ProviderBase,
     ProviderCall,
     find_api_key,
-    public_url,
-    register_header_secrets,
     require_api_key,
     safe_repr,
 )
-from asm_kernel.secrets import mask_url
 
 from ._chat import ChatAccumulator
 from ._errors import translate
@@ -40,7 +37,6 @@ __all__ = ["OpenAIProvider", "ENV_KEY", "PLACEHOLDER_KEY", "resolve_api_key"]
 ENV_KEY = "OPENAI_API_KEY"
 #: Sent to a compatible server when no key is configured (the SDK and most servers want one).
 PLACEHOLDER_KEY = "sk-no-key-required"
-_OPENAI_URL = "https://api.openai.com/v1"
 
 
 def _find_key(settings: OpenAISettings, path: str, env: Mapping[str, str] | None) -> ApiKey | None:
@@ -60,8 +56,11 @@ def resolve_api_key(settings: OpenAISettings, path: str, env: Mapping[str, str] 
     return found.value if found is not None else PLACEHOLDER_KEY
 
 
-class OpenAIProvider:
+class OpenAIProvider(ProviderBase[Any]):
     """``use = "openai"``: see :class:`~asm_openai.settings.OpenAISettings` for the settings."""
+
+    default_url = "https://api.openai.com/v1"
+    settings: OpenAISettings
 
     def __init__(
         self,
@@ -71,14 +70,8 @@ class OpenAIProvider:
         path: str = "providers[0]",
         api_key: str | None = None,
     ) -> None:
-        self.settings = settings or OpenAISettings()
-        self.name = name
-        self.path = path
+        super().__init__(settings or OpenAISettings(), name=name, path=path)
         s = self.settings
-        # Register the URL's password and secret-looking headers before the SDK can log them.
-        self._endpoint = public_url(s.base_url or _OPENAI_URL)
-        mask_url(s.base_url or _OPENAI_URL)
-        register_header_secrets(s.headers)
         self._key = (
             find_api_key(api_key, env_var=ENV_KEY, path=f"{path}.api_key")
             if api_key is not None
@@ -87,29 +80,18 @@ class OpenAIProvider:
         self._vendor = "OpenAI" if is_openai(s) else "the OpenAI-compatible server"
         self._capabilities = capabilities_for(s)
         self._models = models_for(s)
-        self._clients: ClientCache[Any] = ClientCache(self._make_client, close=lambda client: client.close())
 
     def __repr__(self) -> str:
         s = self.settings
-        return safe_repr("OpenAIProvider", name=self.name, api=s.api, model=s.model, base_url=s.base_url or _OPENAI_URL)
-
-    # -- declared abilities -------------------------------------------------------------------
+        return safe_repr(
+            "OpenAIProvider", name=self.name, api=s.api, model=s.model, base_url=s.base_url or self.default_url
+        )
 
     @property
     def capabilities(self) -> frozenset[str]:
         return self._capabilities
 
-    @property
-    def models(self) -> Sequence[ModelInfo]:
-        return self._models
-
-    @property
-    def default_model(self) -> str:
-        return self.settings.model
-
-    # -- the SDK client -----------------------------------------------------------------------
-
-    def _make_client(self) -> Any:
+    def make_client(self) -> Any:
         import openai
 
         s = self.settings
@@ -126,9 +108,6 @@ class OpenAIProvider:
         if s.project is not None:
             kwargs["project"] = s.project
         return openai.AsyncOpenAI(**kwargs)
-
-    async def aclose(self) -> None:
-        await self._clients.aclose()
 
     # -- streaming ----------------------------------------------------------------------------
 
@@ -150,7 +129,7 @@ class OpenAIProvider:
             params = responses_params(request, self.settings)
             accumulator = ResponsesAccumulator(call)
         deadline = Deadline(self.settings.total_timeout)
-        client = self._clients.get()
+        client = self.clients.get()
         resource = client.chat.completions if chat else client.responses
         opening = resource.with_streaming_response.create(**params)
         response: Any = None
@@ -191,4 +170,4 @@ class OpenAIProvider:
                 f"the response took longer than total_timeout ({self.settings.total_timeout} s)",
                 hint=f"raise {self.path}.total_timeout for long answers",
             )
-        return translate(call, exc, endpoint=self._endpoint)
+        return translate(call, exc, endpoint=self.endpoint)
