@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from asm_kernel.errors import ProviderAuthError, ProviderError, ProviderResponseError
-from asm_kernel.model import Capability, ModelInfo, ProviderRequest, StreamEvent, TextDelta, ThinkingDelta
+from asm_kernel.model import ModelInfo, ProviderRequest, StreamEvent, TextDelta, ThinkingDelta
 from asm_kernel.provider_kit import ApiKey, Deadline, ProviderBase, ProviderCall, require_api_key
 
 from ._builder import MessageBuilder
 from ._errors import translate
 from ._request import build_params
-from .models import MODELS, catalog, model_info
+from .models import CAPABILITIES, MODELS, catalog, model_info
 from .settings import AnthropicSettings
 
 __all__ = ["AnthropicProvider", "ENV_KEY"]
@@ -29,20 +29,7 @@ ENV_KEY = "ANTHROPIC_API_KEY"
 class AnthropicProvider(ProviderBase[Any]):
     """Claude models through the Anthropic Messages API (``use = "anthropic"``)."""
 
-    capabilities = frozenset(
-        {
-            Capability.STREAMING,
-            Capability.TOOLS,
-            Capability.VISION,
-            Capability.REASONING,
-            Capability.PROMPT_CACHE,
-            Capability.CANCEL,
-            Capability.SYSTEM_PROMPT,
-            Capability.USAGE,
-            Capability.JSON_SCHEMA,
-        }
-    )
-
+    capabilities = CAPABILITIES
     default_url = "https://api.anthropic.com"
     settings: AnthropicSettings
 
