@@ -399,7 +399,8 @@ class RunExecution:
         return await self._received(name, provider, done, usage)
 
     async def _received(self, name: str, provider: Provider, done: MessageDone, usage: Usage | None) -> MessageDone:
-        usage = done.usage or usage or Usage()
+        reported = done.usage or usage
+        usage = reported or Usage()
         requested = self._model_for(name)
         model = done.model or requested
         self.usage = self.usage + usage
@@ -407,8 +408,9 @@ class RunExecution:
         self.last_message = done.message
         self.stop_reason = done.stop_reason
         # APIs answer with dated snapshot ids ("...-20260101"); price by what was asked for then.
-        cost = price_of(provider, model, usage)
-        if cost is None and model != requested:
+        # Usage the provider never reported has an unknown cost, not a zero one.
+        cost = price_of(provider, model, usage) if reported is not None else None
+        if cost is None and reported is not None and model != requested:
             cost = price_of(provider, requested, usage)
         if cost is not None:
             self.cost = (self.cost or 0.0) + cost
