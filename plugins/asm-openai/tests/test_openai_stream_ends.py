@@ -24,18 +24,37 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> str:
 ROLE = _chunk({"role": "assistant", "content": ""})
 TEXT = _chunk({"content": "Hello"})
 FINISH = _chunk({}, "stop")
-USAGE = "data: " + json.dumps(
-    {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
-     "usage": {"prompt_tokens": 40, "completion_tokens": 7, "total_tokens": 47}}
-) + "\n\n"
+USAGE = (
+    "data: "
+    + json.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [],
+            "usage": {"prompt_tokens": 40, "completion_tokens": 7, "total_tokens": 47},
+        }
+    )
+    + "\n\n"
+)
 DONE = "data: [DONE]\n\n"
-PRICED = {"gpt-5.4-mini": {"context_window": 400000, "max_output_tokens": 128000, "input_price": 1.0,
-                           "output_price": 10.0}}
+PRICED = {
+    "gpt-5.4-mini": {"context_window": 400000, "max_output_tokens": 128000, "input_price": 1.0, "output_price": 10.0}
+}
 
 
 def kernel_config(fake: FakeOpenAI, api: str = "chat", **extra: Any) -> dict[str, Any]:
-    provider = {"name": "gpt", "use": "openai", "api": api, "base_url": fake.base_url, "api_key": TEST_KEY,
-                "capabilities": ["streaming", "usage"], "models": PRICED, **extra}
+    provider = {
+        "name": "gpt",
+        "use": "openai",
+        "api": api,
+        "base_url": fake.base_url,
+        "api_key": TEST_KEY,
+        "capabilities": ["streaming", "usage"],
+        "models": PRICED,
+        **extra,
+    }
     return {"store": {"use": "memory"}, "providers": [provider], "resilience": {"max_attempts": 1}}
 
 
