@@ -35,7 +35,8 @@ class FakeHTTPServer:
         self.completed_streams = 0
         self._host, self._port = host, port
         self._scripts: dict[str | None, collections.deque[Any]] = collections.defaultdict(collections.deque)
-        self._lock = threading.Lock()
+        # Reentrant: wait_for predicates may use the properties that take it (fake.last, ...).
+        self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._stopping = threading.Event()
         self._server: Server | None = None
