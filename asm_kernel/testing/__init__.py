@@ -2,14 +2,44 @@
 
 * :class:`StoreConformance` and :class:`ProviderConformance`: contract suites every store and
   provider runs unchanged;
-* :func:`run_async`: run a coroutine from a synchronous test.
+* :func:`run_async`: run a coroutine from a synchronous test;
+* :mod:`asm_kernel.testing.fake_http`: the base of wire-faithful fake provider servers
+  (:class:`FakeHTTPServer` and the responses it scripts).
 
-pytest is needed only when you use this package.
+pytest is needed only for the conformance suites; they are imported on first use, so the fake
+servers work without it.
 """
 
 from __future__ import annotations
 
-from .providers import ProviderConformance
-from .stores import StoreConformance, run_async
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["StoreConformance", "ProviderConformance", "run_async"]
+from .fake_http import FakeHTTPServer, JsonResponse, RawResponse, RecordedRequest, SSEEvent, SSEResponse, Stall
+
+if TYPE_CHECKING:
+    from .providers import ProviderConformance
+    from .stores import StoreConformance, run_async
+
+__all__ = [
+    "StoreConformance",
+    "ProviderConformance",
+    "run_async",
+    "FakeHTTPServer",
+    "RecordedRequest",
+    "JsonResponse",
+    "SSEEvent",
+    "SSEResponse",
+    "RawResponse",
+    "Stall",
+]
+
+_NEEDS_PYTEST = {"ProviderConformance": "providers", "StoreConformance": "stores", "run_async": "stores"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _NEEDS_PYTEST.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{module}", __name__), name)
