@@ -127,6 +127,8 @@ class ResponsesAccumulator:
 
     def feed(self, name: str | None, data: str) -> list[StreamEvent]:
         """The stream events one server-sent event adds (the JSON ``type`` names it, not ``name``)."""
+        if data.strip() == "[DONE]":
+            return []  # not part of the Responses API, but compatible servers copy it from chat
         event = decode(self.call, data)
         if not isinstance(event, dict):
             raise self._bad(f"a Responses stream event is a JSON {type(event).__name__}, not an object")

@@ -153,10 +153,11 @@ class OpenAIProvider(ProviderBase[Any]):
         except Exception as exc:
             error = call.settle(exc, lambda e: self._translate(call, e))
         finally:
+            # Closing the response closes the HTTP stream at once (also on cancel/aclose).
             if events is not None:
-                await events.aclose()
+                with contextlib.suppress(Exception):
+                    await events.aclose()
             if response is not None:
-                # Closing the response closes the HTTP stream at once (also on cancel/aclose).
                 with contextlib.suppress(Exception):
                     await opening.__aexit__(None, None, None)
         if error is not None:
