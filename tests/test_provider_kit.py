@@ -281,3 +281,19 @@ def test_redacting_filter_redacts_tracebacks_logged_with_exc_info() -> None:
     finally:
         logger.removeHandler(handler)
     assert "RuntimeError" in out.getvalue() and SECRET not in out.getvalue()
+
+
+class _EnvProvider(_Provider):
+    base_url_env = "KIT_TEST_BASE_URL"
+
+
+def test_provider_base_reads_the_sdk_s_base_url_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Unset(_Settings):
+        base_url = None  # type: ignore[assignment]
+
+    monkeypatch.setenv("KIT_TEST_BASE_URL", "https://u:env-pass-5b1d@env.example/v2")
+    provider = _EnvProvider(Unset())
+    assert provider.endpoint == "https://env.example/v2" and "env-pass-5b1d" not in repr(provider)
+    assert scrub_text("env-pass-5b1d") == REDACTED
+    monkeypatch.delenv("KIT_TEST_BASE_URL")
+    assert _EnvProvider(Unset()).endpoint == "https://api.example.com"

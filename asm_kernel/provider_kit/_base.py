@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -66,30 +67,36 @@ class ProviderBase(abc.ABC, Generic[C]):
     """What an SDK-backed provider has whatever its wire format: its name, config path and
     settings, an endpoint safe to name in messages, one client per loop, a repr without secrets.
 
-    Subclasses set :attr:`default_url` (used when ``settings.base_url`` is unset), implement
-    :meth:`make_client` and ``stream``, and declare ``capabilities`` and :attr:`models`. The
-    settings need ``model``, and may have ``base_url`` and ``headers``.
+    Subclasses set :attr:`default_url` and :attr:`base_url_env`, implement :meth:`make_client`
+    and ``stream``, and declare ``capabilities`` and :attr:`models`. The settings need
+    ``model``, and may have ``base_url`` and ``headers``.
     """
 
-    #: the API's URL when the settings name none
+    #: the API's URL when neither the settings nor :attr:`base_url_env` name one
     default_url: str = ""
+    #: the environment variable the SDK reads when no base URL is passed (``OPENAI_BASE_URL``)
+    base_url_env: str | None = None
 
     def __init__(self, settings: Any, *, name: str, path: str) -> None:
         self.settings = settings
         self.name = name
         self.path = path
-        url = getattr(settings, "base_url", None) or self.default_url
+        #: the URL requests go to (it may hold credentials: show it through :attr:`endpoint`)
+        self.url: str = (
+            getattr(settings, "base_url", None)
+            or (os.environ.get(self.base_url_env) if self.base_url_env else None)
+            or self.default_url
+        )
         # Registered now, before the SDK can log a URL or a header with them.
-        mask_url(url)
+        mask_url(self.url)
         register_header_secrets(getattr(settings, "headers", None) or {})
         #: the server, without credentials, for messages
-        self.endpoint = public_url(url)
+        self.endpoint = public_url(self.url)
         self.clients: ClientCache[C] = ClientCache(self.make_client, close=self.close_client)
         self._models: tuple[ModelInfo, ...] = ()
 
     def __repr__(self) -> str:
-        url = getattr(self.settings, "base_url", None) or self.default_url
-        return safe_repr(type(self).__name__, name=self.name, model=self.default_model, base_url=url)
+        return safe_repr(type(self).__name__, name=self.name, model=self.default_model, base_url=self.url)
 
     @property
     def models(self) -> Sequence[ModelInfo]:

@@ -31,6 +31,7 @@ class AnthropicProvider(ProviderBase[Any]):
 
     capabilities = CAPABILITIES
     default_url = "https://api.anthropic.com"
+    base_url_env = "ANTHROPIC_BASE_URL"
     settings: AnthropicSettings
 
     def __init__(

@@ -60,6 +60,7 @@ class OpenAIProvider(ProviderBase[Any]):
     """``use = "openai"``: see :class:`~asm_openai.settings.OpenAISettings` for the settings."""
 
     default_url = "https://api.openai.com/v1"
+    base_url_env = "OPENAI_BASE_URL"
     settings: OpenAISettings
 
     def __init__(
@@ -83,9 +84,7 @@ class OpenAIProvider(ProviderBase[Any]):
 
     def __repr__(self) -> str:
         s = self.settings
-        return safe_repr(
-            "OpenAIProvider", name=self.name, api=s.api, model=s.model, base_url=s.base_url or self.default_url
-        )
+        return safe_repr("OpenAIProvider", name=self.name, api=s.api, model=s.model, base_url=self.url)
 
     @property
     def capabilities(self) -> frozenset[str]:
