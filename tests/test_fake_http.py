@@ -138,3 +138,30 @@ def test_raw_bytes_reach_the_client_verbatim(fake: FakeHTTPServer) -> None:
         while chunk := sock.recv(4096):
             received += chunk
     assert received == raw  # then the connection was closed
+
+
+def test_credentials_and_the_canary_helpers(fake: FakeHTTPServer) -> None:
+    import base64
+    import logging
+
+    from asm_kernel.errors import ProviderServerError
+    from asm_kernel.secrets import register_secret
+    from asm_kernel.testing.fake_http import assert_no_secrets, captured_logs, error_texts
+
+    fake.default = JsonResponse(200, {})
+    basic = base64.b64encode(b"alice:canary-pass-0e1f").decode()
+    for headers in (
+        {"authorization": "Bearer canary-key-7a8b"},
+        {"authorization": f"Basic {basic}"},
+        {"x-api-key": "canary-key-7a8b"},
+    ):
+        request(fake, **headers).read()
+    assert [r.credentials for r in fake.requests] == ["canary-key-7a8b", "alice:canary-pass-0e1f", "canary-key-7a8b"]
+
+    register_secret("canary-key-7a8b")
+    with captured_logs("asm.test.fake_http") as out:
+        logging.getLogger("asm.test.fake_http").debug("sent %s", "canary-key-7a8b")
+    error = ProviderServerError("the server echoed canary-pass-0e1f")
+    assert_no_secrets([out.getvalue()], "canary-key-7a8b")
+    with pytest.raises(AssertionError, match="leaked"):
+        assert_no_secrets(error_texts(error), "canary-pass-0e1f")

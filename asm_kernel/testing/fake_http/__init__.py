@@ -19,9 +19,14 @@ Responses: :class:`JsonResponse` (status, headers, JSON or raw body), :class:`SS
 (no answer at all). A callable in the script is called with the :class:`RecordedRequest` and
 its result is answered: that is how a fake reflects what it received.
 
+Canary tests (a fake that echoes the client's :attr:`RecordedRequest.credentials` back in every
+way a server can) search what asm produced with :func:`error_texts`, :func:`captured_logs` and
+:func:`assert_no_secrets`.
+
 Standard library and attrs only; nothing here needs pytest.
 """
 
+from ._canary import assert_no_secrets, captured_logs, error_texts
 from ._records import JsonResponse, RawResponse, RecordedRequest, Response, SSEEvent, SSEResponse, Stall
 from ._server import FakeHTTPServer
 
@@ -34,4 +39,7 @@ __all__ = [
     "RawResponse",
     "Stall",
     "Response",
+    "error_texts",
+    "assert_no_secrets",
+    "captured_logs",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +49,17 @@ class RecordedRequest:
     @property
     def json(self) -> Any:
         return self.body
+
+    @property
+    def credentials(self) -> str:
+        """What the client authenticated with: a bearer token, decoded basic credentials
+        (``user:password``, what a URL's userinfo becomes) or an ``x-api-key``."""
+        auth = self.headers.get("authorization", "")
+        if auth[:6].lower() == "basic ":
+            return base64.b64decode(auth[6:]).decode(errors="replace")
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip()
+        return self.headers.get("x-api-key", "")
 
 
 @frozen

@@ -3,12 +3,9 @@ fake server in every way a real server or gateway can, are found nowhere asm kee
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import logging
 import socket
-import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,21 +18,19 @@ from asm_anthropic.testing import ErrorReply, FakeAnthropic, Reply, text_block
 from asm_kernel import Kernel, RunStatus
 from asm_kernel.config import Secret
 from asm_kernel.errors import ProviderConnectionError, ProviderError
-from asm_kernel.secrets import RedactingFilter
 from asm_kernel.serialization import to_dict
-from asm_kernel.testing.fake_http import FakeHTTPServer, RawResponse, RecordedRequest
+from asm_kernel.testing.fake_http import (
+    FakeHTTPServer,
+    RawResponse,
+    RecordedRequest,
+    assert_no_secrets,
+    captured_logs,
+    error_texts,
+)
 
 CANARY_KEY = "sk-ant-canary-3e9b7a5c1d2f4e6a"
 CANARY_PASSWORD = "pw-canary-5d1f3b7e9a2c"
 CANARIES = (CANARY_KEY, CANARY_PASSWORD)
-
-
-def credentials(request: RecordedRequest) -> str:
-    """What the client authenticated with: its key, or the decoded basic credentials."""
-    auth = request.headers.get("authorization", "")
-    if auth.startswith("Basic "):
-        return base64.b64decode(auth[6:]).decode()
-    return auth.removeprefix("Bearer ") or request.headers.get("x-api-key", "")
 
 
 class BehindAGateway(FakeAnthropic):
@@ -55,21 +50,21 @@ def gateway() -> Iterator[BehindAGateway]:
 
 
 def reflect_in_error_fields(request: RecordedRequest) -> ErrorReply:
-    echo = credentials(request)
+    echo = request.credentials
     error = {"type": echo, "message": f"invalid x-api-key {echo}", "details": {"error_code": echo}}
     body = json.dumps({"type": "error", "error": error, "request_id": echo}).encode()
     return ErrorReply(401, headers={"request-id": echo}, body=body)
 
 
 def reflect_in_stream_error(request: RecordedRequest) -> Reply:
-    echo = credentials(request)
+    echo = request.credentials
     return Reply([text_block("partial answer")], chunk=4, error_at=4, error={"type": echo, "message": f"bad {echo}"})
 
 
 def reflect_in_a_malformed_header(request: RecordedRequest) -> RawResponse:
     # The SDK reports "Connection error." and chains the HTTP library's exception, which quotes
     # the bad header line.
-    bad = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nbad header " + credentials(request).encode()
+    bad = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nbad header " + request.credentials.encode()
     return RawResponse(bad + b"\r\n\r\n")
 
 
@@ -80,38 +75,11 @@ def userinfo_url(fake: FakeAnthropic) -> str:
     return fake.url.replace("http://", f"http://alice:{CANARY_PASSWORD}@")
 
 
-def texts_of(error: BaseException) -> list[str]:
-    texts = [str(error), repr(error), "".join(traceback.format_exception(error))]
-    if isinstance(error, ProviderError):
-        texts += [json.dumps(error.to_dict()), error.message, error.hint or "", repr(error.details)]
-        texts += [error.request_id or "", repr(error.usage)]
-    return texts
-
-
-def assert_clean(texts: list[str]) -> None:
-    for text in texts:
-        for canary in CANARIES:
-            assert canary not in text, text
-
-
 @pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
+def logs() -> Iterator[io.StringIO]:
     """DEBUG logs of the SDK, its HTTP library and asm, through a handler with a RedactingFilter."""
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    handler.addFilter(RedactingFilter())
-    loggers = [logging.getLogger(n) for n in ("httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "asm")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.DEBUG)
-        lg.addHandler(handler)
-    try:
+    with captured_logs("httpx", "httpx2", "httpcore", "httpcore2", "anthropic", "asm") as out:
         yield out
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
 
 
 @pytest.mark.parametrize("reflect", REFLECTIONS)
@@ -122,8 +90,8 @@ async def test_reflected_keys_are_scrubbed_from_every_field(
     with pytest.raises(ProviderError) as info:
         await collect(make_provider(api_key=Secret(CANARY_KEY)), make_request())
     err = info.value
-    assert credentials(fake_anthropic.last) == CANARY_KEY  # the server really did echo the key
-    assert_clean(texts_of(err))
+    assert fake_anthropic.last.credentials == CANARY_KEY  # the server really did echo the key
+    assert_no_secrets(error_texts(err), *CANARIES)
     assert err.__cause__ is None and err.__context__ is None  # no SDK exception (holding the key) chained
 
 
@@ -137,12 +105,12 @@ async def test_a_key_from_the_environment_is_scrubbed_too(fake_anthropic: FakeAn
             await collect(provider, make_request())
     finally:
         await provider.aclose()
-    assert credentials(fake_anthropic.last) == CANARY_KEY
-    assert_clean(texts_of(info.value))
+    assert fake_anthropic.last.credentials == CANARY_KEY
+    assert_no_secrets(error_texts(info.value), *CANARIES)
 
 
 async def test_a_url_password_is_masked_in_reprs_logs_and_errors(
-    gateway: BehindAGateway, make_provider, captured_logs: io.StringIO
+    gateway: BehindAGateway, make_provider, logs: io.StringIO
 ) -> None:
     provider = make_provider(base_url=userinfo_url(gateway), api_key=Secret(CANARY_KEY))
     assert "alice:****@" in repr(provider) and "alice:****@" in repr(provider.settings)
@@ -151,10 +119,12 @@ async def test_a_url_password_is_masked_in_reprs_logs_and_errors(
     assert (await collect(provider, make_request()))[-1].message.text == "fine"
     with pytest.raises(ProviderError) as info:
         await collect(provider, make_request())
-    assert CANARY_PASSWORD in credentials(gateway.last)  # the gateway saw (and echoed) it
-    logs = captured_logs.getvalue()
-    assert "HTTP Request: POST" in logs  # the HTTP library did log the URL it called
-    assert_clean([repr(provider), repr(provider.settings), str(provider.settings), logs, *texts_of(info.value)])
+    assert CANARY_PASSWORD in gateway.last.credentials  # the gateway saw (and echoed) it
+    logged = logs.getvalue()
+    assert "HTTP Request: POST" in logged  # the HTTP library did log the URL it called
+    assert_no_secrets(
+        [repr(provider), repr(provider.settings), str(provider.settings), logged, *error_texts(info.value)], *CANARIES
+    )
 
 
 async def test_connection_errors_name_the_host_not_the_credentials(make_provider) -> None:
@@ -165,10 +135,10 @@ async def test_connection_errors_name_the_host_not_the_credentials(make_provider
     with pytest.raises(ProviderConnectionError) as info:
         await collect(provider, make_request())
     assert f"127.0.0.1:{port}" in info.value.message and "alice" not in info.value.message
-    assert_clean(texts_of(info.value))
+    assert_no_secrets(error_texts(info.value), *CANARIES)
 
 
-async def test_nothing_the_plugin_produced_holds_a_canary(gateway: BehindAGateway, captured_logs: io.StringIO) -> None:
+async def test_nothing_the_plugin_produced_holds_a_canary(gateway: BehindAGateway, logs: io.StringIO) -> None:
     """Runs through a kernel on the memory store, with every reflection, then a search of all of it."""
     config = {
         "store": {"use": "memory"},
@@ -189,7 +159,7 @@ async def test_nothing_the_plugin_produced_holds_a_canary(gateway: BehindAGatewa
             for _ in REFLECTIONS:
                 with pytest.raises(ProviderError) as info:
                     await kernel.run_once("hello", provider=provider)
-                produced += texts_of(info.value)
+                produced += error_texts(info.value)
                 run = await kernel.sessions.get_run(info.value.details["run_id"])
                 assert run.status is RunStatus.FAILED
                 produced.append(json.dumps(run.error))
@@ -197,7 +167,7 @@ async def test_nothing_the_plugin_produced_holds_a_canary(gateway: BehindAGatewa
             produced += [json.dumps(to_dict(event), default=str) for event in await kernel.sessions.events(session.id)]
             produced += [json.dumps(to_dict(run), default=str) for run in await kernel.sessions.runs(session.id)]
         produced += [repr(p) for p in kernel.providers.values()]
-    echoed = [credentials(r) for r in gateway.requests]
+    echoed = [r.credentials for r in gateway.requests]
     assert CANARY_KEY in echoed and any(CANARY_PASSWORD in e for e in echoed)  # the fake did echo both
-    produced.append(captured_logs.getvalue())
-    assert_clean(produced)
+    produced.append(logs.getvalue())
+    assert_no_secrets(produced, *CANARIES)

@@ -3,12 +3,9 @@ fake server in every way a real server or gateway can, are found nowhere asm kee
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import logging
 import socket
-import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,9 +13,8 @@ import pytest
 from asm_kernel import Kernel, RunStatus
 from asm_kernel.config import Secret
 from asm_kernel.errors import ProviderConnectionError, ProviderError
-from asm_kernel.secrets import RedactingFilter
 from asm_kernel.serialization import to_dict
-from asm_kernel.testing.fake_http import RawResponse, RecordedRequest
+from asm_kernel.testing.fake_http import RawResponse, RecordedRequest, assert_no_secrets, captured_logs, error_texts
 from openai_helpers import collect, make_provider
 
 from asm_openai.provider import OpenAIProvider
@@ -30,23 +26,15 @@ CANARY_PASSWORD = "pw-canary-91b7d3e5f1a3"
 CANARIES = (CANARY_KEY, CANARY_PASSWORD)
 
 
-def credentials(request: RecordedRequest) -> str:
-    """What the client authenticated with: the bearer key, or the decoded basic credentials."""
-    auth = request.headers.get("authorization", "")
-    if auth.startswith("Basic "):
-        return base64.b64decode(auth[6:]).decode()
-    return auth.removeprefix("Bearer ")
-
-
 def reflect_in_error_fields(request: RecordedRequest) -> HttpError:
-    echo = credentials(request)
+    echo = request.credentials
     return HttpError(
         401, f"Incorrect API key provided: {echo}", type=echo, code=echo, param=echo, headers={"x-request-id": echo}
     )
 
 
 def reflect_in_stream_error(request: RecordedRequest) -> Reply:
-    echo = credentials(request)
+    echo = request.credentials
     error = {"message": f"bad key {echo}", "type": echo, "code": echo, "param": echo}
     return Reply([Text("partial answer", chunk_size=4)], error_after=3, error=error)
 
@@ -54,7 +42,7 @@ def reflect_in_stream_error(request: RecordedRequest) -> Reply:
 def reflect_in_a_malformed_header(request: RecordedRequest) -> RawResponse:
     # The SDK reports "Connection error." and chains the HTTP library's exception, which quotes
     # the bad header line.
-    bad = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nbad header " + credentials(request).encode()
+    bad = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nbad header " + request.credentials.encode()
     return RawResponse(bad + b"\r\n\r\n")
 
 
@@ -65,40 +53,11 @@ def userinfo_url(fake: FakeOpenAI) -> str:
     return fake.base_url.replace("http://", f"http://alice:{CANARY_PASSWORD}@")
 
 
-def texts_of(error: BaseException) -> list[str]:
-    texts = [str(error), repr(error), "".join(traceback.format_exception(error))]
-    if isinstance(error, ProviderError):
-        texts += [json.dumps(error.to_dict()), error.message, error.hint or "", repr(error.details)]
-        texts += [error.request_id or "", repr(error.usage)]
-    return texts
-
-
-def assert_clean(texts: list[str]) -> None:
-    for text in texts:
-        for canary in CANARIES:
-            assert canary not in text, text
-
-
 @pytest.fixture
-def captured_logs() -> Iterator[io.StringIO]:
+def logs() -> Iterator[io.StringIO]:
     """DEBUG logs of the SDK, its HTTP library and asm, through a handler with a RedactingFilter."""
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    handler.addFilter(RedactingFilter())
-    names = ["httpx", "httpx2", "httpcore", "httpcore2", "openai", "asm"]
-    loggers = [logging.getLogger(name) for name in names]
-    saved = [(lg.level, lg.propagate) for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.DEBUG)
-        lg.addHandler(handler)
-    try:
+    with captured_logs("httpx", "httpx2", "httpcore", "httpcore2", "openai", "asm") as out:
         yield out
-    finally:
-        for lg, (level, propagate) in zip(loggers, saved, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
-            lg.propagate = propagate
 
 
 @pytest.mark.parametrize("reflect", REFLECTIONS)
@@ -110,8 +69,8 @@ async def test_reflected_keys_are_scrubbed_from_every_field(
     with pytest.raises(ProviderError) as info:
         await collect(provider)
     err = info.value
-    assert credentials(fake_openai.last) == CANARY_KEY  # the server really did echo the key
-    assert_clean(texts_of(err))
+    assert fake_openai.last.credentials == CANARY_KEY  # the server really did echo the key
+    assert_no_secrets(error_texts(err), *CANARIES)
     assert err.__cause__ is None and err.__context__ is None  # no SDK exception (holding the key) chained
 
 
@@ -121,12 +80,12 @@ async def test_a_key_from_the_environment_is_scrubbed_too(fake_openai: FakeOpenA
     provider = OpenAIProvider(OpenAISettings(api=api, base_url=fake_openai.base_url, capabilities=["streaming"]))
     with pytest.raises(ProviderError) as info:
         await collect(provider)
-    assert credentials(fake_openai.last) == CANARY_KEY
-    assert_clean(texts_of(info.value))
+    assert fake_openai.last.credentials == CANARY_KEY
+    assert_no_secrets(error_texts(info.value), *CANARIES)
 
 
 async def test_a_url_password_is_masked_in_reprs_logs_and_errors(
-    fake_openai: FakeOpenAI, api: str, captured_logs: io.StringIO
+    fake_openai: FakeOpenAI, api: str, logs: io.StringIO
 ) -> None:
     settings = OpenAISettings(api=api, base_url=userinfo_url(fake_openai), api_key=Secret(CANARY_KEY))
     provider = OpenAIProvider(settings, name="gw")
@@ -135,10 +94,10 @@ async def test_a_url_password_is_masked_in_reprs_logs_and_errors(
     assert (await collect(provider))[-1].message.text == "fine"
     with pytest.raises(ProviderError) as info:
         await collect(provider)
-    assert CANARY_PASSWORD in credentials(fake_openai.last)  # the gateway saw (and echoed) it
-    logs = captured_logs.getvalue()
-    assert "HTTP Request: POST" in logs  # the HTTP library did log the URL it called
-    assert_clean([repr(provider), repr(settings), str(settings), logs, *texts_of(info.value)])
+    assert CANARY_PASSWORD in fake_openai.last.credentials  # the gateway saw (and echoed) it
+    logged = logs.getvalue()
+    assert "HTTP Request: POST" in logged  # the HTTP library did log the URL it called
+    assert_no_secrets([repr(provider), repr(settings), str(settings), logged, *error_texts(info.value)], *CANARIES)
 
 
 async def test_connection_errors_name_the_host_not_the_credentials(api: str) -> None:
@@ -150,10 +109,10 @@ async def test_connection_errors_name_the_host_not_the_credentials(api: str) -> 
     with pytest.raises(ProviderConnectionError) as info:
         await collect(provider)
     assert f"127.0.0.1:{port}" in info.value.message and "alice" not in info.value.message
-    assert_clean(texts_of(info.value))
+    assert_no_secrets(error_texts(info.value), *CANARIES)
 
 
-async def test_nothing_the_plugin_produced_holds_a_canary(fake_openai: FakeOpenAI, captured_logs: io.StringIO) -> None:
+async def test_nothing_the_plugin_produced_holds_a_canary(fake_openai: FakeOpenAI, logs: io.StringIO) -> None:
     """Runs through a kernel on the memory store, with every reflection, then a search of all of it."""
     common = {"use": "openai", "api_key": CANARY_KEY, "capabilities": ["streaming", "usage"]}
     config = {
@@ -174,7 +133,7 @@ async def test_nothing_the_plugin_produced_holds_a_canary(fake_openai: FakeOpenA
             for _ in REFLECTIONS:
                 with pytest.raises(ProviderError) as info:
                     await kernel.run_once("hello", provider=provider)
-                produced += texts_of(info.value)
+                produced += error_texts(info.value)
                 run = await kernel.sessions.get_run(info.value.details["run_id"])
                 assert run.status is RunStatus.FAILED
                 produced.append(json.dumps(run.error))
@@ -182,7 +141,7 @@ async def test_nothing_the_plugin_produced_holds_a_canary(fake_openai: FakeOpenA
             produced += [json.dumps(to_dict(event), default=str) for event in await kernel.sessions.events(session.id)]
             produced += [json.dumps(to_dict(run), default=str) for run in await kernel.sessions.runs(session.id)]
         produced += [repr(p) for p in kernel.providers.values()]
-    echoed = [credentials(r) for r in fake_openai.requests]
+    echoed = [r.credentials for r in fake_openai.requests]
     assert CANARY_KEY in echoed and any(CANARY_PASSWORD in e for e in echoed)  # the fake did echo both
-    produced.append(captured_logs.getvalue())
-    assert_clean(produced)
+    produced.append(logs.getvalue())
+    assert_no_secrets(produced, *CANARIES)
