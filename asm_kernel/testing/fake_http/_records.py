@@ -140,6 +140,12 @@ class RawResponse:
     data: bytes
     delay: float = 0.0
 
+    @classmethod
+    def bad_header(cls, text: str) -> RawResponse:
+        """A 200 whose headers hold an illegal line with ``text``: the HTTP library fails with
+        an error quoting the line, which the SDK chains to its "connection error"."""
+        return cls(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nbad header " + text.encode() + b"\r\n\r\n")
+
 
 @frozen
 class Stall:

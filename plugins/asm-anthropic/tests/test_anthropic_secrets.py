@@ -62,10 +62,7 @@ def reflect_in_stream_error(request: RecordedRequest) -> Reply:
 
 
 def reflect_in_a_malformed_header(request: RecordedRequest) -> RawResponse:
-    # The SDK reports "Connection error." and chains the HTTP library's exception, which quotes
-    # the bad header line.
-    bad = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nbad header " + request.credentials.encode()
-    return RawResponse(bad + b"\r\n\r\n")
+    return RawResponse.bad_header(request.credentials)  # quoted by the exception the SDK chains
 
 
 REFLECTIONS = [reflect_in_error_fields, reflect_in_stream_error, reflect_in_a_malformed_header]
