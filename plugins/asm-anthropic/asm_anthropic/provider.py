@@ -89,6 +89,7 @@ class AnthropicProvider(ProviderBase[Any]):
     # -- the stream -------------------------------------------------------------------------
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
+        """Stream one response: deltas and usage as they arrive, then exactly one MessageDone."""
         settings = self.settings
         model = request.model or settings.model
         call = ProviderCall(self.name, model, vendor="the Anthropic API", key=self._api_key(model))
