@@ -213,6 +213,9 @@ class RedactingFilter(logging.Filter):
                 return True
             record.msg = redact_text(message)
             record.args = None
+            if record.exc_info and not record.exc_text:
+                # Handlers render exc_info after filters have run: render it now, redacted.
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
             if record.exc_text:
                 record.exc_text = redact_text(record.exc_text)
         return True

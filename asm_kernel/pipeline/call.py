@@ -177,6 +177,10 @@ def _record_failed_attempt(
             EventType.TOKEN_USAGE_UPDATED,
             {"usage": to_dict(exc.usage), "total": to_dict(state.usage), "cost": cost, "failed_attempt": attempt},
         )
+    elif exc.output_started or isinstance(exc, ProviderResponseError | ProviderTimeoutError):
+        # The provider accepted the request and began answering (or may have): those tokens were
+        # probably billed, and nobody said how many. The run's cost is unknown, never zero.
+        state.add_usage(None, None)
 
 
 def _breaker_changed(state: RunState, name: str, model: str, before: str, after: str) -> None:

@@ -17,7 +17,16 @@ from asm_kernel.model import Capability, ModelInfo, Price, Usage
 
 from .settings import ModelOverride
 
-__all__ = ["AS_OF", "SOURCE", "TieredPrice", "MODELS", "model_info", "conservative_info", "UNKNOWN_CONTEXT"]
+__all__ = [
+    "AS_OF",
+    "SOURCE",
+    "CAPABILITIES",
+    "TieredPrice",
+    "MODELS",
+    "model_info",
+    "conservative_info",
+    "UNKNOWN_CONTEXT",
+]
 
 AS_OF = "2026-11-27"
 SOURCE = "Anthropic Claude API list prices (pricing page and model overview pages)"
@@ -38,7 +47,9 @@ _CAPS = frozenset(
         Capability.USAGE,
     }
 )
-_CAPS_JSON = _CAPS | {Capability.JSON_SCHEMA}
+#: What the provider declares: what every current model can do.
+CAPABILITIES = _CAPS | {Capability.JSON_SCHEMA}
+_CAPS_JSON = CAPABILITIES
 
 
 @frozen

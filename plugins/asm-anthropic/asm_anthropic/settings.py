@@ -11,6 +11,7 @@ from typing import Any, Literal
 from attrs import field, frozen
 
 from asm_kernel.config import Secret
+from asm_kernel.provider_kit import url_repr
 
 __all__ = ["AnthropicSettings", "ModelOverride", "DEFAULT_MODEL"]
 
@@ -54,7 +55,7 @@ class AnthropicSettings:
 
     model: str = DEFAULT_MODEL
     api_key: Secret | None = None
-    base_url: str | None = None
+    base_url: str | None = field(default=None, repr=url_repr)
     #: seconds to establish the TCP/TLS connection
     connect_timeout: float = field(default=10.0, validator=_positive)
     #: seconds of silence allowed between two stream events (pings count) or before the response

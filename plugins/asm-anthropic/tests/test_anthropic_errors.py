@@ -17,6 +17,7 @@ from asm_kernel.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     ProviderAuthError,
+    ProviderConflictError,
     ProviderConnectionError,
     ProviderError,
     ProviderOverloadedError,
@@ -34,10 +35,13 @@ CASES = [
     (402, "billing_error", QuotaExceededError, False),
     (403, "permission_error", ProviderAuthError, False),
     (404, "not_found_error", ModelNotFoundError, False),
+    (408, "timeout_error", ProviderTimeoutError, True),
+    (409, "conflict_error", ProviderConflictError, True),
     (413, "request_too_large", RequestTooLargeError, False),
     (429, "rate_limit_error", RateLimitError, True),
     (500, "api_error", ProviderServerError, True),
-    (503, "api_error", ProviderServerError, True),
+    (502, "api_error", ProviderServerError, True),
+    (503, "api_error", ProviderOverloadedError, True),  # the kit's one map: unavailable = overloaded
     (504, "timeout_error", ProviderTimeoutError, True),
     (529, "overloaded_error", ProviderOverloadedError, True),
 ]

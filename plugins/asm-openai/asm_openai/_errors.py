@@ -1,7 +1,8 @@
-"""Map ``openai`` SDK exceptions and in-stream error payloads onto asm's error taxonomy.
+"""OpenAI's error vocabulary on top of :mod:`asm_kernel.provider_kit`.
 
-Only server-side error text reaches a message, and any occurrence of the configured API key in
-it is masked. The SDK is imported lazily (inside :func:`map_sdk_error`).
+The kit maps HTTP statuses and scrubs secrets; this module reads OpenAI's error bodies
+(``{"error": {"message", "type", "param", "code"}}``), its in-stream error objects, and the
+``openai`` SDK's exception classes (imported lazily, inside :func:`translate`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from asm_kernel.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     ProviderAuthError,
-    ProviderConflictError,
     ProviderConnectionError,
     ProviderError,
     ProviderOverloadedError,
@@ -23,40 +23,9 @@ from asm_kernel.errors import (
     RateLimitError,
     RequestTooLargeError,
 )
-from asm_kernel.resilience import parse_retry_after
+from asm_kernel.provider_kit import ProviderCall, transport_error_class
 
-__all__ = ["ErrorContext", "map_sdk_error", "error_from_payload"]
-
-
-class ErrorContext:
-    """What every error of one call carries: which provider, model, key hint and secret to mask."""
-
-    def __init__(
-        self, *, provider: str, model: str, key_path: str, secret: str | None, compatible: bool = False
-    ) -> None:
-        self.compatible = compatible
-        self.provider = provider
-        self.model = model
-        self.key_path = key_path
-        self._secret = secret
-        self.output_started = False
-        self.request_id: str | None = None
-
-    def clean(self, text: str) -> str:
-        if self._secret and len(self._secret) >= 4 and self._secret in text:
-            text = text.replace(self._secret, "********")
-        return text
-
-    def make(self, cls: type[ProviderError], message: str, **kwargs: Any) -> ProviderError:
-        kwargs.setdefault("request_id", self.request_id)
-        return cls(
-            self.clean(message),
-            provider=self.provider,
-            model=self.model,
-            output_started=self.output_started,
-            **kwargs,
-        )
-
+__all__ = ["kind_of", "payload_error", "translate"]
 
 _SERVER = {"server_error", "internal_error", "internal_server_error", "api_error"}
 _RATE = {"rate_limit_exceeded", "rate_limit_error", "requests", "tokens"}
@@ -65,7 +34,8 @@ _TOO_LARGE = {"context_length_exceeded", "string_above_max_length", "request_too
 _AUTH = {"invalid_api_key", "authentication_error", "permission_error", "unauthorized"}
 
 
-def _classify(code: str | None, type_: str | None) -> type[ProviderError] | None:
+def kind_of(code: str | None, type_: str | None) -> type[ProviderError] | None:
+    """The asm error class an OpenAI error ``code`` or ``type`` names, if any."""
     for value in (code, type_):
         if not value:
             continue
@@ -83,105 +53,79 @@ def _classify(code: str | None, type_: str | None) -> type[ProviderError] | None
             return ModelNotFoundError
         if value in _AUTH:
             return ProviderAuthError
-        if value.startswith("invalid_") or value in ("invalid_request_error", "bad_request"):
+        if value.startswith("invalid_") or value == "bad_request":
             return InvalidRequestError
     return None
 
 
-def error_from_payload(ctx: ErrorContext, payload: Any, *, during: str) -> ProviderError:
+def _field(payload: dict[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    return value if isinstance(value, str) else None
+
+
+def payload_error(call: ProviderCall, payload: Any, *, during: str) -> ProviderError:
     """An error object that arrived inside a 200 stream (``error`` event, ``response.failed``)."""
     if not isinstance(payload, dict):
-        return ctx.make(ProviderResponseError, f"{during}: the server reported an error without details")
-    code = payload.get("code") if isinstance(payload.get("code"), str) else None
-    type_ = payload.get("type") if isinstance(payload.get("type"), str) else None
-    message = payload.get("message") if isinstance(payload.get("message"), str) else "no message"
-    cls = _classify(code, type_) or ProviderError
-    label = code or type_ or "error"
-    return ctx.make(cls, f"{during}: {label}: {message}", error_code=code, error_type=type_)
+        return call.error(ProviderResponseError, f"{during}: the server reported an error without details")
+    code, type_, param = _field(payload, "code"), _field(payload, "type"), _field(payload, "param")
+    message = _field(payload, "message") or "no message"
+    return call.status_error(
+        None,
+        f"{during}: {code or type_ or 'error'}: {message}",
+        kind=kind_of(code, type_),
+        error_code=code,
+        error_type=type_,
+        error_param=param,
+    )
 
 
-def _status_error(ctx: ErrorContext, exc: Any) -> ProviderError:
+def _status_error(call: ProviderCall, exc: Any, who: str) -> ProviderError:
     status: int = exc.status_code
-    code = exc.code if isinstance(exc.code, str) else None
-    type_ = exc.type if isinstance(getattr(exc, "type", None), str) else None
-    message = exc.message if isinstance(exc.message, str) else f"HTTP {status}"
-    body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        message = body["message"]
-    request_id = getattr(exc, "request_id", None) or ctx.request_id
-    retry_after = parse_retry_after(exc.response.headers)
-    common: dict[str, Any] = {
-        "status": status,
-        "request_id": request_id,
-        "error_code": code,
-        "error_type": type_,
-    }
-    text = f"HTTP {status} from {'the OpenAI-compatible server' if ctx.compatible else 'OpenAI'}: {message}"
-    if status == 400:
-        cls = _classify(code, type_)
-        if cls not in (RequestTooLargeError, ModelNotFoundError):
-            cls = InvalidRequestError
-        return ctx.make(cls, text, **common)
-    if status in (401, 403):
-        key_path = ctx.key_path
-        hint = (
-            f"check the API key: set OPENAI_API_KEY or {key_path}"
-            if status == 401
-            else f"the key in OPENAI_API_KEY / {key_path} lacks access to this model or project; "
-            "check organization/project settings"
-        )
-        return ctx.make(ProviderAuthError, text, hint=hint, **common)
-    if status == 404:
-        return ctx.make(
-            ModelNotFoundError, text, hint=f"check providers[].model ({ctx.model!r}) and base_url", **common
-        )
-    if status == 409:
-        # A conflicting concurrent operation on the same object: the same request usually
-        # succeeds a moment later, so ProviderConflictError is retryable.
-        return ctx.make(ProviderConflictError, text, retry_after=retry_after, **common)
-    if status == 413:
-        return ctx.make(RequestTooLargeError, text, **common)
+    # The SDK hands over the body's "error" object (or the raw body when it is not JSON).
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code, type_, param = _field(body, "code"), _field(body, "type"), _field(body, "param")
+    message = _field(body, "message") or f"HTTP {status}"
+    details: dict[str, Any] = {}
     if status == 422:
-        return ctx.make(InvalidRequestError, text, reason="unprocessable_entity", **common)
-    if status == 429:
-        if code == "insufficient_quota" or type_ == "insufficient_quota":
-            return ctx.make(
-                QuotaExceededError,
-                text,
-                hint="add credits or raise the project's budget; waiting will not help",
-                **common,
-            )
-        return ctx.make(RateLimitError, text, retry_after=retry_after, **common)
-    if status in (503, 529):
-        return ctx.make(ProviderOverloadedError, text, retry_after=retry_after, **common)
-    if status >= 500:
-        return ctx.make(ProviderServerError, text, retry_after=retry_after, **common)
-    return ctx.make(ProviderError, text, **common)
+        details["reason"] = "unprocessable_entity"
+    return call.status_error(
+        status,
+        f"HTTP {status} from {who}: {message}",
+        kind=kind_of(code, type_),
+        headers=exc.response.headers,
+        request_id=getattr(exc, "request_id", None) or call.request_id,
+        error_code=code,
+        error_type=type_,
+        error_param=param,
+        **details,
+    )
 
 
-def map_sdk_error(ctx: ErrorContext, exc: BaseException) -> ProviderError:
-    """The asm error for an exception raised by the SDK (or while decoding its stream)."""
+def translate(call: ProviderCall, exc: BaseException, *, endpoint: str) -> ProviderError:
+    """The asm error for an exception of the SDK, of its HTTP library, or of decoding the stream.
+
+    ``endpoint`` names the server in messages (without credentials).
+    """
     import openai
 
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, openai.APITimeoutError):
-        return ctx.make(ProviderTimeoutError, "the request to OpenAI timed out (connect or read timeout)")
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__
-        detail = f" ({type(cause).__name__})" if cause is not None else ""
-        return ctx.make(ProviderConnectionError, f"connection to the OpenAI endpoint failed{detail}: {exc.message}")
-    if isinstance(exc, openai.APIStatusError):
-        return _status_error(ctx, exc)
-    if isinstance(exc, openai.APIResponseValidationError):
-        return ctx.make(ProviderResponseError, f"the server's response did not match the API: {exc.message}")
-    if isinstance(exc, openai.APIError):
-        # An {"error": {...}} object inside a 200 stream: the SDK raises it without a status.
-        return error_from_payload(
-            ctx, exc.body if isinstance(exc.body, dict) else {"message": exc.message}, during="error inside the stream"
+    who = call.vendor
+    transport = transport_error_class(exc)
+    if isinstance(exc, openai.APITimeoutError) or transport is ProviderTimeoutError:
+        return call.error(
+            ProviderTimeoutError, f"the request to {who} at {endpoint} timed out (connect or read timeout)"
         )
+    if isinstance(exc, openai.APIConnectionError) or transport is ProviderConnectionError:
+        cause = exc.__cause__ if isinstance(exc, openai.APIConnectionError) and exc.__cause__ else exc
+        return call.error(ProviderConnectionError, f"connection to {endpoint} failed: {type(cause).__name__}: {cause}")
+    if isinstance(exc, openai.APIStatusError):
+        return _status_error(call, exc, who)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return call.error(ProviderResponseError, f"the server's response did not match the API: {exc.message}")
+    if isinstance(exc, openai.APIError):
+        body = exc.body if isinstance(exc.body, dict) else {"message": exc.message}
+        return payload_error(call, body, during="error inside the stream")
     if isinstance(exc, ValueError | UnicodeDecodeError):  # JSONDecodeError is a ValueError
-        return ctx.make(ProviderResponseError, f"malformed data in the response stream: {type(exc).__name__}: {exc}")
+        return call.error(ProviderResponseError, f"malformed data in the response stream: {type(exc).__name__}: {exc}")
     if isinstance(exc, openai.OpenAIError):
-        return ctx.make(ProviderError, f"OpenAI SDK error: {exc}")
-    return ctx.make(ProviderResponseError, f"unexpected {type(exc).__name__} while reading the response: {exc}")
+        return call.error(ProviderError, f"OpenAI SDK error: {exc}")
+    return call.error(ProviderResponseError, f"unexpected {type(exc).__name__} while reading the response: {exc}")

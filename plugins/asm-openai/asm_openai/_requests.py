@@ -186,21 +186,30 @@ def _chat_user(message: Message, path: str) -> list[dict[str, Any]]:
             parts.append({"type": "image_url", "image_url": {"url": _image_url(block, f"{path}.content[{j}]")}})
         # thinking or tool_use blocks in a user turn have no Chat Completions form: skipped
     if parts:
-        if all(p["type"] == "text" for p in parts):
-            out.append({"role": "user", "content": "".join(p["text"] for p in parts)})
-        else:
-            out.append({"role": "user", "content": parts})
+        out.append({"role": "user", "content": _chat_content(parts)})
     return out
 
 
+def _chat_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """One text part as a plain string (what every compatible server accepts), else the parts.
+
+    Several text blocks stay separate parts: joining them would run two turns' texts together
+    (a failed run's question followed by the next one).
+    """
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return str(parts[0]["text"])
+    return parts
+
+
 def _chat_assistant(message: Message) -> dict[str, Any]:
-    text = "".join(b.text for b in message.content if isinstance(b, TextBlock))
+    texts = [{"type": "text", "text": b.text} for b in message.content if isinstance(b, TextBlock) and b.text]
     calls = [
         {"id": b.id, "type": "function", "function": {"name": b.name, "arguments": _arguments(b)}}
         for b in message.content
         if isinstance(b, ToolUseBlock)
     ]
-    entry: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+    content: str | list[dict[str, Any]] | None = _chat_content(texts) if texts else ("" if not calls else None)
+    entry: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         entry["tool_calls"] = calls
     return entry
@@ -275,29 +284,20 @@ def _responses_user(message: Message, path: str) -> list[dict[str, Any]]:
 
 
 def _responses_assistant(blocks: Iterable[ContentBlock], settings: OpenAISettings) -> list[dict[str, Any]]:
+    # One message item per text block, in order: joining blocks would run separate texts together.
     items: list[dict[str, Any]] = []
-    text: list[str] = []
-
-    def flush() -> None:
-        if text:
-            items.append({"role": "assistant", "content": "".join(text)})
-            text.clear()
-
     for block in blocks:
         if isinstance(block, TextBlock):
             if block.text:
-                text.append(block.text)
+                items.append({"role": "assistant", "content": block.text})
         elif isinstance(block, ToolUseBlock):
-            flush()
             items.append(
                 {"type": "function_call", "call_id": block.id, "name": block.name, "arguments": _arguments(block)}
             )
         elif isinstance(block, ThinkingBlock | RedactedThinkingBlock):
             item = _reasoning_item(block, settings)
             if item is not None:
-                flush()
                 items.append(item)
-    flush()
     return items
 
 

@@ -2,51 +2,66 @@
 
 The ``openai`` SDK is imported when the first request is made (never at plugin discovery).
 SDK retries are off (``max_retries=0``): the kernel owns retry policy. One HTTP stream per
-``stream()`` call; closing the generator (or cancelling its task) closes the stream.
+``stream()`` call, read through ``with_streaming_response`` (see :mod:`asm_openai._stream` for
+why); closing the generator (or cancelling its task) closes the stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
-from asm_kernel.errors import ConfigError, ProviderTimeoutError
-from asm_kernel.model import ModelInfo, ProviderRequest, StreamEvent, TextDelta, ThinkingDelta
+from asm_kernel.errors import ProviderError, ProviderTimeoutError
+from asm_kernel.model import ProviderRequest, StreamEvent, TextDelta, ThinkingDelta
+from asm_kernel.provider_kit import (
+    ApiKey,
+    Deadline,
+    ProviderBase,
+    ProviderCall,
+    find_api_key,
+    require_api_key,
+    safe_repr,
+)
 
-from ._errors import ErrorContext, map_sdk_error
+from ._chat import ChatAccumulator
+from ._errors import translate
 from ._requests import chat_params, check_capabilities, responses_params
-from ._stream import ChatAccumulator, ResponsesAccumulator, plain
+from ._responses import ResponsesAccumulator
+from ._stream import iter_sse
 from .models import capabilities_for, is_openai, models_for
 from .settings import OpenAISettings
 
-__all__ = ["OpenAIProvider", "PLACEHOLDER_KEY", "resolve_api_key"]
+__all__ = ["OpenAIProvider", "ENV_KEY", "PLACEHOLDER_KEY", "resolve_api_key"]
 
+ENV_KEY = "OPENAI_API_KEY"
 #: Sent to a compatible server when no key is configured (the SDK and most servers want one).
 PLACEHOLDER_KEY = "sk-no-key-required"
 
 
-def resolve_api_key(settings: OpenAISettings, path: str, env: Any = None) -> str:
-    """The key to send: config, else ``OPENAI_API_KEY``, else (compatible server only) a placeholder."""
-    env = os.environ if env is None else env
-    if settings.api_key is not None and settings.api_key.reveal():
-        return settings.api_key.reveal()
-    from_env = env.get("OPENAI_API_KEY")
-    if from_env:
-        return str(from_env)
-    if not is_openai(settings):
-        return PLACEHOLDER_KEY
-    raise ConfigError(
-        "no OpenAI API key: OPENAI_API_KEY is not set and the provider has no api_key",
-        path=f"{path}.api_key",
-        hint='export OPENAI_API_KEY=... or set api_key = "${OPENAI_API_KEY}" in the config',
-    )
+def _find_key(settings: OpenAISettings, path: str, env: Mapping[str, str] | None) -> ApiKey | None:
+    """The key to send; None means the placeholder (a compatible server, no key anywhere)."""
+    found = find_api_key(settings.api_key, env_var=ENV_KEY, path=f"{path}.api_key", environ=env)
+    if found is None and is_openai(settings):
+        found = require_api_key(None, env_var=ENV_KEY, path=f"{path}.api_key", vendor="OpenAI", environ=env)
+    return found
 
 
-class OpenAIProvider:
+def resolve_api_key(settings: OpenAISettings, path: str, env: Mapping[str, str] | None = None) -> str:
+    """The key to send: config, else ``OPENAI_API_KEY``, else (compatible server only) a placeholder.
+
+    Against OpenAI a missing key is a :class:`~asm_kernel.errors.ConfigError` naming both.
+    """
+    found = _find_key(settings, path, env)
+    return found.value if found is not None else PLACEHOLDER_KEY
+
+
+class OpenAIProvider(ProviderBase[Any]):
     """``use = "openai"``: see :class:`~asm_openai.settings.OpenAISettings` for the settings."""
+
+    default_url = "https://api.openai.com/v1"
+    base_url_env = "OPENAI_BASE_URL"
+    settings: OpenAISettings
 
     def __init__(
         self,
@@ -56,44 +71,31 @@ class OpenAIProvider:
         path: str = "providers[0]",
         api_key: str | None = None,
     ) -> None:
-        self.settings = settings or OpenAISettings()
-        self.name = name
-        self.path = path
-        self._api_key = api_key if api_key is not None else resolve_api_key(self.settings, path)
-        self._capabilities = capabilities_for(self.settings)
-        self._models = models_for(self.settings)
-        self._client: Any = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(settings or OpenAISettings(), name=name, path=path)
+        s = self.settings
+        self._key = (
+            find_api_key(api_key, env_var=ENV_KEY, path=f"{path}.api_key")
+            if api_key is not None
+            else _find_key(s, path, None)
+        )
+        self._vendor = "OpenAI" if is_openai(s) else "the OpenAI-compatible server"
+        self._capabilities = capabilities_for(s)
+        self._models = models_for(s)
 
     def __repr__(self) -> str:
-        where = self.settings.base_url or "api.openai.com"
-        return (
-            f"OpenAIProvider(name={self.name!r}, api={self.settings.api!r}, "
-            f"model={self.settings.model!r}, base_url={where!r})"
-        )
-
-    # -- declared abilities -------------------------------------------------------------------
+        s = self.settings
+        return safe_repr("OpenAIProvider", name=self.name, api=s.api, model=s.model, base_url=self.url)
 
     @property
     def capabilities(self) -> frozenset[str]:
         return self._capabilities
 
-    @property
-    def models(self) -> Sequence[ModelInfo]:
-        return self._models
-
-    @property
-    def default_model(self) -> str:
-        return self.settings.model
-
-    # -- the SDK client -----------------------------------------------------------------------
-
-    def _make_client(self) -> Any:
+    def make_client(self) -> Any:
         import openai
 
         s = self.settings
         kwargs: dict[str, Any] = {
-            "api_key": self._api_key,
+            "api_key": self._key.value if self._key is not None else PLACEHOLDER_KEY,
             "max_retries": 0,  # the kernel owns retries
             "timeout": openai.Timeout(s.read_timeout, connect=s.connect_timeout),
             "default_headers": dict(s.headers) or None,
@@ -106,31 +108,7 @@ class OpenAIProvider:
             kwargs["project"] = s.project
         return openai.AsyncOpenAI(**kwargs)
 
-    def _get_client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            # A client is bound to the loop it first ran on; a new loop (a new asyncio.run)
-            # gets a new client rather than a connection pool from a dead loop.
-            self._client = self._make_client()
-            self._client_loop = loop
-        return self._client
-
-    async def aclose(self) -> None:
-        client, loop = self._client, self._client_loop
-        self._client = self._client_loop = None
-        if client is not None and loop is asyncio.get_running_loop():
-            await client.close()
-
     # -- streaming ----------------------------------------------------------------------------
-
-    def _context(self, model: str) -> ErrorContext:
-        return ErrorContext(
-            provider=self.name,
-            model=model,
-            key_path=f"{self.path}.api_key",
-            secret=self._api_key if self._api_key != PLACEHOLDER_KEY else None,
-            compatible=not is_openai(self.settings),
-        )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]:
         """Stream one response: deltas and usage as they arrive, then exactly one MessageDone."""
@@ -140,68 +118,56 @@ class OpenAIProvider:
 
             request = evolve(request, model=model)
         check_capabilities(request, self._capabilities, provider=self.name)
-        ctx = self._context(model)
+        call = ProviderCall(self.name, model, vendor=self._vendor, key=self._key)
         chat = self.settings.api == "chat"
-        params = (
-            chat_params(request, self.settings, self._capabilities)
-            if chat
-            else responses_params(request, self.settings)
-        )
-        accumulator: ChatAccumulator | ResponsesAccumulator = (
-            ChatAccumulator(ctx) if chat else ResponsesAccumulator(ctx)
-        )
-        total = self.settings.total_timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + total if total is not None else None
-        client = self._get_client()
-        sdk_stream: Any = None
+        accumulator: ChatAccumulator | ResponsesAccumulator
+        if chat:
+            params = chat_params(request, self.settings, self._capabilities)
+            accumulator = ChatAccumulator(call)
+        else:
+            params = responses_params(request, self.settings)
+            accumulator = ResponsesAccumulator(call)
+        deadline = Deadline(self.settings.total_timeout)
+        client = self.clients.get()
+        resource = client.chat.completions if chat else client.responses
+        opening = resource.with_streaming_response.create(**params)
+        response: Any = None
+        events: AsyncGenerator[tuple[str | None, str], None] | None = None
+        error: ProviderError | None = None
         try:
-            async with self._deadline(ctx, deadline, loop):
-                try:
-                    if chat:
-                        sdk_stream = await client.chat.completions.create(**params)
-                    else:
-                        sdk_stream = await client.responses.create(**params)
-                except Exception as exc:
-                    raise map_sdk_error(ctx, exc) from exc
-            ctx.request_id = sdk_stream.response.headers.get("x-request-id")
+            async with deadline():
+                response = await opening.__aenter__()
+            call.request_id = response.headers.get("x-request-id")
+            events = iter_sse(response.iter_lines())
             while True:
-                async with self._deadline(ctx, deadline, loop):
-                    try:
-                        item = await sdk_stream.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    except Exception as exc:
-                        raise map_sdk_error(ctx, exc) from exc
-                for event in accumulator.feed(plain(item)):
+                async with deadline():
+                    item = await anext(events, None)
+                if item is None:
+                    break
+                for event in accumulator.feed(*item):
                     if isinstance(event, TextDelta | ThinkingDelta) and event.text:
-                        ctx.output_started = True
+                        call.output_started = True
                     yield event
-            yield accumulator.finish()
+            done = accumulator.finish()
+        except Exception as exc:
+            error = call.settle(exc, lambda e: self._translate(call, e))
         finally:
-            if sdk_stream is not None:
-                # Closing the response closes the HTTP stream at once (also on cancel/aclose).
+            # Closing the response closes the HTTP stream at once (also on cancel/aclose).
+            if events is not None:
                 with contextlib.suppress(Exception):
-                    await sdk_stream.close()
-                iterator = getattr(sdk_stream, "_iterator", None)
-                if iterator is not None:
-                    with contextlib.suppress(Exception):
-                        await iterator.aclose()
+                    await events.aclose()
+            if response is not None:
+                with contextlib.suppress(Exception):
+                    await opening.__aexit__(None, None, None)
+        if error is not None:
+            raise error  # outside the handler: the SDK exception is not chained to it
+        yield done
 
-    @contextlib.asynccontextmanager
-    async def _deadline(
-        self, ctx: ErrorContext, deadline: float | None, loop: asyncio.AbstractEventLoop
-    ) -> AsyncIterator[None]:
-        """Bound one await by the request's ``total_timeout`` (never spanning a ``yield``)."""
-        if deadline is None:
-            yield
-            return
-        try:
-            async with asyncio.timeout_at(deadline):
-                yield
-        except TimeoutError:
-            raise ctx.make(
+    def _translate(self, call: ProviderCall, exc: BaseException) -> ProviderError:
+        if type(exc) is TimeoutError:  # the Deadline's, not the HTTP library's
+            return call.error(
                 ProviderTimeoutError,
                 f"the response took longer than total_timeout ({self.settings.total_timeout} s)",
                 hint=f"raise {self.path}.total_timeout for long answers",
-            ) from None
+            )
+        return translate(call, exc, endpoint=self.endpoint)

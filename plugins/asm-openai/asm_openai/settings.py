@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from asm_kernel.config import Secret
+from asm_kernel.provider_kit import url_repr
 from attrs import field, frozen
 
 __all__ = ["OpenAISettings", "ModelSettings", "DEFAULT_MODEL"]
@@ -67,7 +68,7 @@ class OpenAISettings:
     api: Literal["responses", "chat"] = "responses"
     model: str = field(default=DEFAULT_MODEL, validator=_not_empty)
     api_key: Secret | None = None
-    base_url: str | None = field(default=None, validator=_base_url)
+    base_url: str | None = field(default=None, validator=_base_url, repr=url_repr)
     organization: str | None = None
     project: str | None = None
     connect_timeout: float = field(default=10.0, validator=_positive)

@@ -23,6 +23,7 @@ from asm_kernel.errors import (
     RequestTooLargeError,
 )
 from asm_kernel.model import TextDelta
+from asm_kernel.secrets import REDACTED
 from openai_helpers import TEST_KEY, collect, make_provider, request
 
 from asm_openai.testing import FakeOpenAI, HttpError, Reply, Text
@@ -243,7 +244,7 @@ async def test_the_key_never_appears_in_errors(fake_openai: FakeOpenAI, api: str
     err = info.value
     for text in (str(err), repr(err), str(err.to_dict()), err.message, repr(provider), repr(provider.settings)):
         assert TEST_KEY not in text
-    assert "********" in err.message
+    assert REDACTED in err.message
 
 
 async def test_cancelled_request_before_headers_is_not_wrapped(fake_openai: FakeOpenAI) -> None:

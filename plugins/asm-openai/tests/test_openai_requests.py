@@ -286,3 +286,53 @@ async def test_replies_are_unaffected_by_unknown_model_names(fake_openai: FakeOp
     items = await collect(provider, request(model=""))
     assert fake_openai.last_request.body["model"] == "my-local-model"
     assert items[-1].message.text == "ok"
+
+
+# -- separate text blocks stay separate -----------------------------------------------------------
+
+TWO_TURNS = (
+    Message("user", (TextBlock("First question"), TextBlock("Second question"))),
+    Message("assistant", (TextBlock("One answer."), TextBlock("Another answer."))),
+    Message.user("Thanks"),
+)
+
+
+async def test_chat_sends_several_text_blocks_as_separate_parts(fake_openai: FakeOpenAI) -> None:
+    await collect(make_provider(fake_openai, "chat"), request(*TWO_TURNS))
+    user, assistant, last = fake_openai.last.body["messages"]
+    assert user == {
+        "role": "user",
+        "content": [{"type": "text", "text": "First question"}, {"type": "text", "text": "Second question"}],
+    }
+    assert assistant["content"] == [
+        {"type": "text", "text": "One answer."},
+        {"type": "text", "text": "Another answer."},
+    ]
+    assert last == {"role": "user", "content": "Thanks"}  # one text block stays a plain string
+
+
+async def test_responses_sends_several_assistant_text_blocks_as_separate_items(fake_openai: FakeOpenAI) -> None:
+    await collect(make_provider(fake_openai, "responses"), request(*TWO_TURNS))
+    items = fake_openai.last.body["input"]
+    assert [item["content"] for item in items[:3]] == [
+        [{"type": "input_text", "text": "First question"}, {"type": "input_text", "text": "Second question"}],
+        "One answer.",
+        "Another answer.",
+    ]
+
+
+async def test_a_failed_run_and_the_next_message_are_not_run_together(fake_openai: FakeOpenAI) -> None:
+    from asm_kernel import Kernel
+    from asm_kernel.errors import InvalidRequestError
+
+    from asm_openai.testing import HttpError
+
+    fake_openai.enqueue(HttpError(400, "refused"), Reply([Text("ok")]))
+    provider = {"name": "gpt", "use": "openai", "api": "chat", "base_url": fake_openai.base_url, "api_key": TEST_KEY}
+    async with Kernel({"store": {"use": "memory"}, "providers": [provider]}) as kernel:
+        session = await kernel.sessions.create()
+        with pytest.raises(InvalidRequestError):
+            await kernel.run(session.id, "First question")
+        await kernel.run(session.id, "Second question")
+    texts = [part["text"] for message in fake_openai.last.body["messages"] for part in message["content"]]
+    assert texts == ["First question", "Second question"]

@@ -9,14 +9,20 @@ With pytest, import the fixture into your ``conftest.py``::
 
     from asm_openai.testing import fake_openai  # noqa: F401
 
-``fake_openai`` yields a started :class:`FakeOpenAI` and stops it after the test.
+``fake_openai`` yields a started :class:`FakeOpenAI` and stops it after the test. The server
+is built on :class:`asm_kernel.testing.fake_http.FakeHTTPServer`: its transport-level responses
+(``JsonResponse``, ``SSEResponse``, ``RawResponse``, ``Stall``) and callables that compute the
+answer from the request can be enqueued too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ._server import FakeOpenAI, HttpError, Reasoning, RecordedRequest, Refusal, Reply, Text, ToolCall
+from asm_kernel.testing.fake_http import RecordedRequest
+
+from ._replies import HttpError, Reasoning, Refusal, Reply, Text, ToolCall
+from ._server import FakeOpenAI
 
 __all__ = [
     "FakeOpenAI",
