@@ -27,11 +27,32 @@ def fake() -> Iterator[FakeHTTPServer]:
         yield server
 
 
+_CONNECTIONS: list[http.client.HTTPConnection] = []
+
+
+def close_connections() -> None:
+    while _CONNECTIONS:
+        _CONNECTIONS.pop().close()
+
+
+@pytest.fixture(autouse=True)
+def _close_connections() -> Iterator[None]:
+    """Every client connection a test opened is closed after it (warnings are errors here)."""
+    yield
+    close_connections()
+
+
+def connect(host: str, port: int, timeout: float) -> http.client.HTTPConnection:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    _CONNECTIONS.append(conn)
+    return conn
+
+
 def request(
     fake: FakeHTTPServer, path: str = "/v1/x", body: Any = None, timeout: float = 5.0, **headers: str
 ) -> http.client.HTTPResponse:
     host, port = fake.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    conn = connect(host, int(port), timeout=timeout)
     data = json.dumps(body).encode() if body is not None else None
     conn.request("POST" if data else "GET", path, body=data, headers={"content-type": "application/json", **headers})
     return conn.getresponse()
@@ -104,6 +125,7 @@ def test_a_client_leaving_a_hanging_stream_is_recorded(fake: FakeHTTPServer) -> 
     response = request(fake, timeout=0.5)
     assert response.readline() == b"data: first\n"  # the event arrived, then nothing more
     response.close()
+    close_connections()  # the client goes away
     assert fake.wait_for(lambda f: f.disconnects == 1)
     assert fake.last.outcome == "client_closed" and fake.completed_streams == 0
 
@@ -112,6 +134,7 @@ def test_a_stall_sends_nothing(fake: FakeHTTPServer) -> None:
     fake.script(Stall())
     with pytest.raises(socket.timeout):
         request(fake, timeout=0.3)
+    close_connections()  # the client gives up
     assert fake.wait_for(lambda f: f.last.outcome == "client_closed")
 
 
@@ -119,7 +142,7 @@ def test_stopping_cuts_what_is_still_being_written() -> None:
     server = FakeHTTPServer().start()
     server.script(Stall())
     host, port = server.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    conn = connect(host, int(port), timeout=5)
     conn.request("GET", "/slow")
     server.wait_for_requests(1)
     server.stop()
