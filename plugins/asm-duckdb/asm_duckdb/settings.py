@@ -26,20 +26,27 @@ class DuckDBSettings:
 
     * ``path``: the database file; relative paths resolve against the config file's directory;
       unset means ``<asm home>/sessions.duckdb``.
-    * ``durability``: ``"safe"`` awaits the commit of every append; ``"fast"`` acknowledges
-      stream deltas (``message_streamed``, ``thinking_streamed``) once their seq is assigned and
-      commits them shortly after (write-behind).
+    * ``durability``: ``"fast"`` (default) makes durability points, not per-event commits: a
+      unit that writes a session or run record is awaited to its commit, while events alone
+      under a run's lease (stream deltas, tool calls) and stream deltas are acknowledged once
+      their seqs are assigned and committed with the next durability point, at most 50 ms
+      later (write-behind); ``"safe"`` awaits the commit of every unit.
     * ``lock_timeout``: seconds to keep retrying while another process holds the file.
     * ``read_only``: open the file for reading only (writes are refused).
     * ``memory_limit`` / ``threads``: passed to DuckDB.
+    * ``cache_bytes``: memory for the records the store keeps (session states, run records).
+    * ``tail_bytes``: memory for recent events of recently used sessions (reads of them need no
+      query; 10,000 live sessions with short logs fit in the default).
     """
 
     path: str | None = None
-    durability: Literal["safe", "fast"] = "safe"
+    durability: Literal["safe", "fast"] = "fast"
     lock_timeout: float = 0.0
     read_only: bool = False
     memory_limit: str | None = None
     threads: int | None = None
+    cache_bytes: int = 64 * 2**20
+    tail_bytes: int = 128 * 2**20
 
 
 def _check(settings: DuckDBSettings, base: str) -> None:
@@ -47,8 +54,17 @@ def _check(settings: DuckDBSettings, base: str) -> None:
         raise ConfigError(
             f"durability must be 'safe' or 'fast', got {settings.durability!r}",
             path=f"{base}.durability",
-            hint="'safe' waits for every commit; 'fast' writes stream deltas behind",
+            hint="'fast' awaits a run's durability points and writes its other events behind; "
+            "'safe' waits for every commit",
         )
+    for key in ("cache_bytes", "tail_bytes"):
+        value = getattr(settings, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                f"{key} must be a number of bytes >= 0, got {value!r}",
+                path=f"{base}.{key}",
+                hint="e.g. 67108864 for 64 MiB; 0 keeps nothing in memory",
+            )
     timeout = settings.lock_timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0 or timeout == float("inf"):
         raise ConfigError(
@@ -111,4 +127,6 @@ def build(settings: DuckDBSettings, context: Any) -> DuckDBStore:
         read_only=settings.read_only,
         memory_limit=settings.memory_limit,
         threads=settings.threads,
+        cache_bytes=settings.cache_bytes,
+        tail_bytes=settings.tail_bytes,
     )
