@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from asm_kernel.errors import AsmError, StorageError, StoreClosedError
+from asm_kernel.errors import AsmError, StorageError, StoreClosedError, ValidationError
 from asm_kernel.model import Event
 from asm_kernel.storage import Notifier
 from asm_kernel.writes import Committed, UnitState, WriteUnit, plan_unit
@@ -148,6 +148,11 @@ def _statements(writes: Sequence[Writes], ov: Overlay | None) -> list[tuple[str,
     return rec.statements
 
 
+#: duckdb's errors that mean the file refuses writes (resolved when a writer starts: duckdb is
+#: imported lazily).
+_IO_ERRORS: tuple[type[BaseException], ...] = ()
+
+
 class _Redo(Exception):
     """The group must be planned again: with id lookups (``"ids"``), one request at a time to
     find the one a statement error came from (``"isolate"``), or without ``culprit``."""
@@ -256,6 +261,8 @@ class Writer:
     # -- the thread -------------------------------------------------------------------------
 
     def start(self) -> None:
+        global _IO_ERRORS
+        _IO_ERRORS = _io_errors()
         self.thread.start()
 
     def _main(self) -> None:
@@ -447,6 +454,9 @@ class Writer:
                 return True
             else:
                 self._run(statements, None)
+        except _IO_ERRORS as exc:  # the file refuses writes: not any one request's fault
+            self.stats.failed_commits += 1
+            raise _Failed(self._cannot_write(exc)) from None
         except duckdb.ConstraintException as exc:
             raise _Redo("ids") from exc
         except duckdb.Error as exc:
@@ -472,6 +482,8 @@ class Writer:
         try:
             for sql, params in statements:
                 self.conn.execute(sql, params)
+        except _IO_ERRORS:
+            raise
         except duckdb.ConstraintException:
             if req is None:
                 raise
@@ -481,7 +493,7 @@ class Writer:
         except duckdb.Error as exc:
             if req is None:
                 raise
-            raise _Redo("drop", req, self._storage_error("writing", exc)) from None
+            raise _Redo("drop", req, self._refused(exc)) from None
 
     def _begin(self) -> None:
         if not self.in_txn:
@@ -576,6 +588,14 @@ class Writer:
         detail = what or f"{type(exc).__name__}: {exc}"
         return StorageError(f"{doing} {self.path} failed: {detail}", file=str(self.path))
 
+    def _refused(self, exc: BaseException) -> ValidationError:
+        """A statement error that only this request causes: its data cannot be stored."""
+        return ValidationError(
+            f"{self.path} refused this write: {type(exc).__name__}: {exc}",
+            path="unit",
+            hint="a value is out of the range DuckDB stores (an integer above 2**63, a date after year 9999?)",
+        )
+
     def _cannot_write(self, exc: BaseException) -> StorageError:
         now = time.monotonic()
         self._retry_at = now + self._retry_delay
@@ -636,6 +656,12 @@ class Writer:
             elif req.kind == "stop" and not req.fut.done():
                 req.fut.set_result(None)
         self._send()
+
+
+def _io_errors() -> tuple[type[BaseException], ...]:
+    import duckdb
+
+    return (duckdb.IOException, duckdb.FatalException, duckdb.PermissionException)
 
 
 class _Failed(Exception):
