@@ -88,9 +88,12 @@ _TABLES = {"asm_meta", "sessions", "runs", "events"}
 
 
 def _migrate_1_to_2(conn: duckdb.DuckDBPyConnection) -> str:
+    # DuckDB cannot add columns to a table an index depends on: drop it, alter, index again.
+    conn.execute("DROP INDEX IF EXISTS runs_session_idempotency")
     conn.execute("ALTER TABLE runs ADD COLUMN owner VARCHAR")
     conn.execute("ALTER TABLE runs ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0")
     conn.execute("ALTER TABLE runs ADD COLUMN lease_expires_at TIMESTAMPTZ")
+    conn.execute("CREATE INDEX runs_session_idempotency ON runs (session_id, idempotency_key)")
     repaired = repair_runs(conn)
     return f"{repaired} run record(s) repaired to agree with their log" if repaired else "no repair needed"
 
