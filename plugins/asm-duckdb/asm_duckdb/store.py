@@ -23,25 +23,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
-from asm_kernel.errors import RunNotFoundError, StorageError, StoreClosedError, StoreReadOnlyError, ValidationError
+from asm_kernel.errors import StorageError, StoreClosedError, StoreReadOnlyError, ValidationError
 from asm_kernel.events import STREAM_TYPES
-from asm_kernel.model import Event, Fence, Run, RunStatus, Session, SessionStatus, utcnow
-from asm_kernel.storage import check_claim, check_page, check_read_args, check_unit, wait_for_events
+from asm_kernel.model import Event, Fence, Run, utcnow
+from asm_kernel.storage import check_claim, check_unit
 from asm_kernel.writes import Committed, StoreCapabilities, WriteUnit
 
 from .caches import Records, Tail
-from .codec import (
-    EVENT_SELECT,
-    RUN_SELECT,
-    SESSION_SELECT,
-    Row,
-    db_row,
-    event_from_tail,
-    run_from_row,
-    session_from_row,
-)
 from .files import FileClaim, connect, real_path
-from .planner import missing_session
+from .reads import LogReads
+from .recordreads import RecordReads
 from .schema import SCHEMA_VERSION, expire_leases, prepare
 from .writer import BEHIND_MAX_DELAY, BEHIND_MAX_ROWS, DuckDBStats, Req, Writer
 
@@ -93,7 +84,7 @@ def _behind(unit: WriteUnit) -> bool:
     return unit.fence is not None or all(e.type in STREAM_TYPES for e in unit.events)
 
 
-class DuckDBStore:
+class DuckDBStore(LogReads, RecordReads):
     """The asm store in one DuckDB file. See the module docstring and the README."""
 
     def __init__(
@@ -122,8 +113,13 @@ class DuckDBStore:
         self.records = Records(cache_bytes)
         self.tail = Tail(tail_bytes)
         self.capabilities = StoreCapabilities(
-            shared=False, durable=True, durability=durability, durability_modes=MODES, leases=True, sql=True
-        )  # type: ignore[arg-type]
+            shared=False,
+            durable=True,
+            durability="fast" if durability == "fast" else "safe",
+            durability_modes=MODES,
+            leases=True,
+            sql=True,
+        )
         #: Sessions with events lost since the last run, found when the file was opened.
         self.lost: dict[str, int] = {}
         from asm_kernel.storage import Notifier
@@ -371,234 +367,6 @@ class DuckDBStore:
             raise ValidationError(f"ttl must be a number of seconds >= 0, got {ttl!r:.40}", path="ttl")
         return await self._submit(Req("renew", _future(), args=(list(fences), float(ttl))))  # type: ignore[no-any-return]
 
-    # -- sessions and runs ------------------------------------------------------------------
-
-    async def get_session(self, session_id: str) -> Session:
-        self._check_open()
-        state = self.records.sessions.get(session_id) if isinstance(session_id, str) else None
-        if state is not None:
-            return state.session
-        row = await self._read(_fetchone, f"SELECT {SESSION_SELECT} FROM sessions WHERE id = ?", [session_id])
-        if row is None:
-            raise missing_session(session_id)
-        return session_from_row(row)
-
-    async def list_sessions(
-        self,
-        *,
-        status: SessionStatus | None = None,
-        agent_id: str | None = None,
-        tag: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Session]:
-        self._check_open()
-        check_page(limit, offset)
-        where, params = [], []
-        if status is not None:
-            where.append("status = ?")
-            params.append(SessionStatus(status).value)
-        if agent_id is not None:
-            where.append("agent_id = ?")
-            params.append(agent_id)
-        if tag is not None:
-            where.append("list_contains(tags, ?)")
-            params.append(tag)
-        sql = f"SELECT {SESSION_SELECT} FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?"
-        rows = await self._read(_fetchall, sql, [*params, limit, offset])
-        return [session_from_row(r) for r in rows]
-
-    async def get_run(self, run_id: str) -> Run:
-        self._check_open()
-        entry = self.records.runs.get(run_id) if isinstance(run_id, str) else None
-        if entry is not None:
-            return entry[0]
-        row = await self._read(_fetchone, f"SELECT {RUN_SELECT} FROM runs WHERE id = ?", [run_id])
-        if row is None:
-            raise RunNotFoundError(f"no run {run_id!r:.80}")
-        return run_from_row(row)
-
-    async def list_runs(
-        self,
-        *,
-        session_id: str | None = None,
-        status: RunStatus | None = None,
-        lease_expired: bool | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Run]:
-        self._check_open()
-        check_page(limit, offset)
-        where, params = [], []
-        if session_id is not None:
-            where.append("session_id = ?")
-            params.append(session_id)
-        if status is not None:
-            where.append("status = ?")
-            params.append(RunStatus(status).value)
-        if lease_expired is not None:
-            # Judged by the store's clock. A read-only store cannot end the leases of the process
-            # that wrote the file at open (expire_leases), so it treats them as ended then.
-            now = self.clock()
-            cut = min(now, self._opened_at) if self.read_only else now
-            expired = "(lease_expires_at IS NULL OR lease_expires_at <= ? OR lease_expires_at <= ?)"
-            where.append("status = 'running' AND " + (expired if lease_expired else f"NOT {expired}"))
-            params.extend([now, cut])
-        sql = f"SELECT {RUN_SELECT} FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at, id LIMIT ? OFFSET ?"
-        rows = await self._read(_fetchall, sql, [*params, limit, offset])
-        return [run_from_row(r) for r in rows]
-
-    async def find_run_by_idempotency_key(self, session_id: str, key: str) -> Run | None:
-        self._check_open()
-        row = await self._read(
-            _fetchone,
-            f"SELECT {RUN_SELECT} FROM runs WHERE session_id = ? AND idempotency_key = ? "
-            "ORDER BY created_at, id LIMIT 1",
-            [session_id, key],
-        )
-        return None if row is None else run_from_row(row)
-
-    # -- reading the log --------------------------------------------------------------------
-
-    def _seqs(self, session_id: str) -> tuple[int, int] | None:
-        """(acked, committed) of a cached session."""
-        state = self.records.sessions.get(session_id) if isinstance(session_id, str) else None
-        return None if state is None else (state.acked, state.committed)
-
-    async def _settle(self, session_id: str, upto: int) -> None:
-        """Commit owed events before a read returns any with seq <= ``upto`` (see module doc)."""
-        seqs = self._seqs(session_id)
-        if seqs is not None and seqs[1] < min(seqs[0], upto):
-            await self.flush()
-
-    async def read(
-        self,
-        session_id: str,
-        *,
-        after: int = 0,
-        before: int | None = None,
-        limit: int | None = None,
-        types: Sequence[str] | None = None,
-        run_id: str | None = None,
-    ) -> list[Event]:
-        self._check_open()
-        check_read_args(after, before, limit, types, run_id)
-        seqs = self._seqs(session_id)
-        acked = seqs[0] if seqs is not None else None
-        rows = self.tail.after(session_id, after, acked)
-        if rows is not None:
-            picked = _select(rows, before, limit, types, run_id)
-            if picked:
-                await self._settle(session_id, picked[-1][2])
-            return [event_from_tail(r) for r in picked]
-        await self._settle(session_id, before - 1 if before is not None else 2**62)
-        sql = f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? AND seq > ?"
-        params: list[Any] = [session_id, after]
-        if before is not None:
-            sql += " AND seq < ?"
-            params.append(before)
-        if types:
-            wanted = list(dict.fromkeys(types))
-            sql += f" AND type IN ({', '.join('?' * len(wanted))})"
-            params.extend(wanted)
-        if run_id is not None:
-            sql += " AND run_id = ?"
-            params.append(run_id)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        got = [db_row(r) for r in await self._read(_fetchall_or_check, sql, params, session_id)]
-        if not types and run_id is None and limit is None and before is None:
-            self.tail.fill(session_id, got, self._seqs(session_id)[0] if self._seqs(session_id) else None)
-        return [event_from_tail(r) for r in got]
-
-    async def last(self, session_id: str, n: int) -> list[Event]:
-        self._check_open()
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValidationError(f"n must be an integer >= 0, got {n!r:.40}", path="n")
-        seqs = self._seqs(session_id)
-        rows = self.tail.last(session_id, n, seqs[0] if seqs else None)
-        if rows is not None:
-            if rows:
-                await self._settle(session_id, rows[-1][2])
-            return [event_from_tail(r) for r in rows]
-        await self._settle(session_id, 2**62)
-        seqs = self._seqs(session_id)
-        # Seqs are gapless, so the last n are a seq range: cheaper than ORDER BY seq DESC LIMIT n.
-        if seqs is not None:
-            sql = f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq"
-            params: list[Any] = [session_id, seqs[0] - n]
-        else:
-            sql = (
-                f"SELECT {EVENT_SELECT} FROM events WHERE session_id = $1 AND seq > "
-                "(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = $1) - $2 ORDER BY seq"
-            )
-            params = [session_id, n]
-        rows = [db_row(r) for r in await self._read(_fetchall_or_check, sql, params, session_id)]
-        return [event_from_tail(r) for r in rows[-n:]] if n else []
-
-    async def last_seq(self, session_id: str) -> int:
-        self._check_open()
-        seqs = self._seqs(session_id)
-        if seqs is not None:
-            return seqs[0]
-        row = await self._read(
-            _fetchone,
-            "SELECT (SELECT count(*) FROM sessions WHERE id = $1), "
-            "(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = $1)",
-            [session_id],
-        )
-        if not row or not row[0]:
-            raise missing_session(session_id)
-        return int(row[1])
-
-    async def wait(self, session_id: str, *, after: int, timeout: float) -> list[Event]:
-        return await wait_for_events(
-            self._notifier, session_id, after, timeout, lambda: self.read(session_id, after=after)
-        )
-
-
-def _select(
-    rows: list[Row], before: int | None, limit: int | None, types: Sequence[str] | None, run_id: str | None
-) -> list[Row]:
-    """``read``'s filters applied to tail rows (seq-ordered, all after the wanted seq)."""
-    wanted = set(types) if types else None
-    out: list[Row] = []
-    for row in rows:
-        if limit is not None and len(out) >= limit:
-            break
-        if before is not None and row[2] >= before:
-            break
-        if (wanted is None or row[4] in wanted) and (run_id is None or row[3] == run_id):
-            out.append(row)
-    return out
-
 
 def _future() -> asyncio.Future[Any]:
     return asyncio.get_running_loop().create_future()
-
-
-# -- reader-side helpers (run on a reader thread with its own cursor) ---------------------------
-
-
-def _fetchone(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> Any:
-    return cur.execute(sql, params).fetchone()
-
-
-def _fetchall(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Any]:
-    return cur.execute(sql, params).fetchall()
-
-
-def _fetchall_or_check(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any], session_id: str) -> list[Any]:
-    """Rows of an event query; an empty answer checks that the session exists."""
-    rows = cur.execute(sql, params).fetchall()
-    if not rows and cur.execute("SELECT 1 FROM sessions WHERE id = ?", [session_id]).fetchone() is None:
-        raise missing_session(session_id)
-    return rows

@@ -27,7 +27,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,11 +34,26 @@ from typing import TYPE_CHECKING, Any
 from asm_kernel.errors import AsmError, StorageError, StoreClosedError, ValidationError
 from asm_kernel.model import Event
 from asm_kernel.storage import Notifier
-from asm_kernel.writes import Committed, UnitState, WriteUnit, plan_unit
+from asm_kernel.writes import Committed, WriteUnit
 
+from .behind import acknowledge_now, finish
 from .caches import Records, Tail
-from .codec import RUNS, SESSIONS, Row, event_row, insert_events
-from .planner import Overlay, Planner, Writes
+from .codec import Row, insert_events
+from .planner import Overlay, Planner
+from .requests import (
+    BEHIND_MAX_DELAY,
+    BEHIND_MAX_ROWS,
+    CLAIMS,
+    RETRY_FIRST,
+    RETRY_MAX,
+    DuckDBStats,
+    Failed,
+    Redo,
+    Req,
+    deliver,
+    io_errors,
+    statements,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -48,120 +62,12 @@ __all__ = ["Writer", "Req", "DuckDBStats", "BEHIND_MAX_DELAY", "BEHIND_MAX_ROWS"
 
 log = logging.getLogger("asm.duckdb")
 
-#: Longest time an acknowledged write-behind event stays uncommitted (the kill -9 window).
-BEHIND_MAX_DELAY = 0.05
-#: Most acknowledged write-behind events kept uncommitted before a commit is forced.
-BEHIND_MAX_ROWS = 4000
 #: Cap on the events gathered into one group commit.
 MAX_GROUP_EVENTS = 20_000
 #: While requests keep arriving, the writer waits up to this long for the callers it just
 #: answered to queue their next writes into the next group (one commit instead of two).
 GATHER_MAX_DELAY = 0.002
 GATHER_POLL = 0.0002
-#: First and longest wait between attempts to write owed events while the file refuses writes.
-RETRY_FIRST = 0.05
-RETRY_MAX = 2.0
-
-
-@dataclass
-class DuckDBStats:
-    """Counters kept by the writer (read them in tests and benchmarks)."""
-
-    commits: int = 0  #: transactions committed
-    groups: int = 0  #: batches of requests drained from the queue
-    units: int = 0  #: units that stored something
-    events: int = 0  #: events inserted
-    behind_acks: int = 0  #: units acknowledged before their commit (fast mode)
-    fast_acks: int = 0  #: of those, acknowledged on the caller's thread
-    largest_group: int = 0  #: most requests handled by one group
-    retries: int = 0  #: groups redone with id lookups after a duplicate id
-    isolated: int = 0  #: requests failed alone after a statement error
-    failed_commits: int = 0
-
-
-@dataclass(eq=False)
-class Req:
-    kind: str  # unit | claim | renew | flush | stop
-    fut: asyncio.Future[Any] | cf.Future[Any]
-    unit: WriteUnit | None = None
-    payloads: Sequence[str] = ()
-    behind: bool = False
-    args: tuple[Any, ...] = ()
-    writes: Writes | None = None
-    result: Any = None
-    error: BaseException | None = None
-    #: queued -> claimed (the writer took it: it will be answered) | withdrawn (the caller gave up)
-    state: str = "queued"
-
-    def withdraw(self) -> bool:
-        """Take the request back if the writer has not claimed it yet (then nothing is written)."""
-        with _CLAIMS:
-            if self.state == "queued":
-                self.state = "withdrawn"
-                return True
-            return False
-
-
-_CLAIMS = threading.Lock()
-
-
-class _Recorder:
-    """Collects statements instead of running them (so a group's can be counted and batched)."""
-
-    def __init__(self) -> None:
-        self.statements: list[tuple[str, Any]] = []
-
-    def execute(self, sql: str, params: Any = None) -> None:
-        self.statements.append((sql, params))
-
-
-def _statements(writes: Sequence[Writes], ov: Overlay | None) -> list[tuple[str, Any]]:
-    """The statements of ``writes``: coalesced by record id over ``ov``, or one request's in order."""
-    rec = _Recorder()
-    if ov is None:
-        for w in writes:
-            for params, new in w.sessions:
-                (SESSIONS.insert if new else SESSIONS.update)(rec, [params])  # type: ignore[arg-type]
-            for params, new in w.runs:
-                (RUNS.insert if new else RUNS.update)(rec, [params])  # type: ignore[arg-type]
-            if w.rows:
-                insert_events(rec, w.rows)  # type: ignore[arg-type]
-        return rec.statements
-    sessions: dict[str, list[Any]] = {}
-    runs: dict[str, list[Any]] = {}
-    rows: list[Row] = []
-    for w in writes:
-        for params, _ in w.sessions:
-            sessions[params[0]] = params
-        for params, _ in w.runs:
-            runs[params[0]] = params
-        rows.extend(w.rows)
-    for table, final, new in ((SESSIONS, sessions, ov.new_sessions), (RUNS, runs, ov.new_runs)):
-        inserts = [p for k, p in final.items() if k in new]
-        updates = [p for k, p in final.items() if k not in new]
-        if updates:
-            table.update(rec, updates)  # type: ignore[arg-type]
-        if inserts:
-            table.insert(rec, inserts)  # type: ignore[arg-type]
-    if rows:
-        insert_events(rec, rows)  # type: ignore[arg-type]
-    return rec.statements
-
-
-#: duckdb's errors that mean the file refuses writes (resolved when a writer starts: duckdb is
-#: imported lazily).
-_IO_ERRORS: tuple[type[BaseException], ...] = ()
-
-
-class _Redo(Exception):
-    """The group must be planned again: with id lookups (``"ids"``), one request at a time to
-    find the one a statement error came from (``"isolate"``), or without ``culprit``."""
-
-    def __init__(self, how: str, culprit: Req | None = None, error: BaseException | None = None) -> None:
-        super().__init__(how)
-        self.how = how
-        self.culprit = culprit
-        self.error = error
 
 
 class Writer:
@@ -203,66 +109,19 @@ class Writer:
         self.in_txn = False
         self._last_group = 0
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+        self.io_errors = io_errors()
         self.thread = threading.Thread(target=self._main, name=f"asm-duckdb-writer:{path.name}", daemon=True)
 
     @property
     def owed(self) -> int:
         return len(self.owed_inserted) + len(self.owed_pending)
 
-    # -- the caller-thread fast path --------------------------------------------------------
-
     def try_fast(self, unit: WriteUnit, payloads: Sequence[str]) -> Committed | None:
-        """Acknowledge a write-behind unit now, on the caller's thread, or None to queue it.
-
-        Only when everything the unit's plan needs is cached and settled: the session (with no
-        unit of it in flight), the fenced run (no write of it in flight), and no event id that
-        could be a retry (one the tail knows). Conditions are then judged by ``plan_unit`` on
-        the committed state, exactly as the writer would.
-        """
-        if not self.lock.acquire(blocking=False):
-            return None
-        try:
-            if self.failing is not None or unit.fence is None:
-                return None
-            state = self.records.sessions.get(unit.session_id)
-            if state is None or state.seq != state.acked:
-                return None
-            run = self.records.run(unit.fence.run_id)
-            if run is None or run.id in self.inflight_runs:
-                return None
-            if any(self.tail.stored(e.id) is not None for e in unit.events):
-                return None
-            plan = plan_unit(
-                unit,
-                UnitState(
-                    session=state.session,
-                    runs={run.id: run},
-                    last_seq=state.seq,
-                    stored=[None] * len(unit.events),
-                    now=self.clock(),
-                ),
-            )
-            rows = [event_row(e, p, e.seq) for e, p in zip(plan.new_events, payloads, strict=True)]
-            state.seq = state.acked = plan.last_seq
-            if not self.owed:
-                self.owed_since = time.monotonic()
-            self.owed_pending.extend(rows)
-            self.tail.feed(rows)
-            self.stats.behind_acks += 1
-            self.stats.fast_acks += 1
-            many = self.owed >= BEHIND_MAX_ROWS
-        finally:
-            self.lock.release()
-        if many:
-            self.queue.put(Req("flush", cf.Future()))
-        self.notifier.notify(unit.session_id)
-        return plan.committed()
+        return acknowledge_now(self, unit, payloads)
 
     # -- the thread -------------------------------------------------------------------------
 
     def start(self) -> None:
-        global _IO_ERRORS
-        _IO_ERRORS = _io_errors()
         self.thread.start()
 
     def _main(self) -> None:
@@ -325,7 +184,7 @@ class Writer:
         """False when the caller gave up (cancelled) before the writer got to the request."""
         if isinstance(req.fut, cf.Future):
             return req.fut.set_running_or_notify_cancel()
-        with _CLAIMS:
+        with CLAIMS:
             if req.state != "queued":
                 return False
             req.state = "claimed"
@@ -359,7 +218,7 @@ class Writer:
             ov = self._plan(active, known)
             try:
                 committed = self._write(active, ov, force, isolate)
-            except _Redo as redo:
+            except Redo as redo:
                 self._rollback(ov)
                 if redo.culprit is not None:
                     redo.culprit.error = redo.error
@@ -379,7 +238,7 @@ class Writer:
                 else:
                     isolate = True
                 continue
-            except _Failed as failed:
+            except Failed as failed:
                 self._rollback(ov)
                 for req in active:
                     if req.error is None:
@@ -405,9 +264,11 @@ class Writer:
                         plan, req.writes = self.planner.plan(req.unit, req.payloads, ov, known)
                         req.result = plan.committed()
                     elif req.kind == "claim":
-                        req.result, req.writes = self.planner.claim(*req.args, ov)
+                        owner, limit, ttl, most = req.args
+                        req.result, req.writes = self.planner.claim(owner, limit, ttl, most, ov)
                     elif req.kind == "renew":
-                        req.result, req.writes = self.planner.renew(*req.args, ov)
+                        fences, ttl = req.args
+                        req.result, req.writes = self.planner.renew(fences, ttl, ov)
                 except AsmError as exc:
                     req.error = exc
                 except Exception as exc:  # a lookup failed: this request cannot be planned
@@ -431,7 +292,7 @@ class Writer:
             pending = list(self.owed_pending)
         due = bool(self.owed) and (time.monotonic() >= self.owed_since + BEHIND_MAX_DELAY or force)
         commit = awaited or force or due or self.failing is not None
-        statements = [] if isolate else _statements(writes, ov)  # type: ignore[arg-type]
+        batch = [] if isolate else statements(writes, ov)  # type: ignore[arg-type]
         conn = self.conn
         try:
             if pending:
@@ -441,26 +302,26 @@ class Writer:
                     del self.owed_pending[: len(pending)]
                     self.owed_inserted.extend(pending)
         except duckdb.Error as exc:
-            raise _Failed(self._cannot_write(exc)) from None
+            raise Failed(self._cannot_write(exc)) from None
         try:
             if isolate:
                 for req in reqs:
                     if req.writes:
-                        self._run(_statements([req.writes], None), req)
-            elif commit and not self.in_txn and len(statements) == 1:
-                sql, params = statements[0]  # autocommit: one statement is its own transaction
+                        self._run(statements([req.writes], None), req)
+            elif commit and not self.in_txn and len(batch) == 1:
+                sql, params = batch[0]  # autocommit: one statement is its own transaction
                 conn.execute(sql, params)
                 self.stats.commits += 1
                 return True
             else:
-                self._run(statements, None)
-        except _IO_ERRORS as exc:  # the file refuses writes: not any one request's fault
+                self._run(batch, None)
+        except self.io_errors as exc:  # the file refuses writes: not any one request's fault
             self.stats.failed_commits += 1
-            raise _Failed(self._cannot_write(exc)) from None
+            raise Failed(self._cannot_write(exc)) from None
         except duckdb.ConstraintException as exc:
-            raise _Redo("ids") from exc
+            raise Redo("ids") from exc
         except duckdb.Error as exc:
-            raise _Redo("isolate") from exc
+            raise Redo("isolate") from exc
         if not commit:
             return False
         try:
@@ -470,7 +331,7 @@ class Writer:
             self.stats.commits += 1
         except duckdb.Error as exc:
             self.stats.failed_commits += 1
-            raise _Failed(self._cannot_write(exc)) from None
+            raise Failed(self._cannot_write(exc)) from None
         return True
 
     def _run(self, statements: list[tuple[str, Any]], req: Req | None) -> None:
@@ -482,18 +343,18 @@ class Writer:
         try:
             for sql, params in statements:
                 self.conn.execute(sql, params)
-        except _IO_ERRORS:
+        except self.io_errors:
             raise
         except duckdb.ConstraintException:
             if req is None:
                 raise
-            raise _Redo(
+            raise Redo(
                 "drop", req, self._storage_error("writing", None, "a stored record or event id conflicts")
             ) from None
         except duckdb.Error as exc:
             if req is None:
                 raise
-            raise _Redo("drop", req, self._refused(exc)) from None
+            raise Redo("drop", req, self._refused(exc)) from None
 
     def _begin(self) -> None:
         if not self.in_txn:
@@ -520,67 +381,7 @@ class Writer:
             self.inflight_runs = set()
 
     def _finish(self, reqs: list[Req], ov: Overlay, committed: bool) -> None:
-        """Make the group's outcome visible: caches, tail, answers, wake-ups."""
-        new_rows: list[Row] = []
-        touched: set[str] = set()
-        with self.lock:
-            for req in reqs:
-                if req.error is None and req.writes:
-                    self.stats.units += 1
-                    new_rows.extend(req.writes.rows)
-                    if req.behind and not committed:
-                        self.stats.behind_acks += 1
-            if committed:
-                done = self.owed_inserted
-                self.owed_inserted = []
-                self.failing = None
-                self._retry_delay = RETRY_FIRST
-                if self.owed_pending:
-                    self.owed_since = time.monotonic()
-            else:
-                done = []
-                if new_rows and not self.owed:
-                    self.owed_since = time.monotonic()
-                self.owed_inserted.extend(new_rows)
-            for sid, session in ov.sessions.items():
-                state = self.records.sessions.get(sid)
-                if state is not None:
-                    state.session = session
-                    self.records.resized(state)
-            for run in ov.runs.values():
-                if run.id in ov.new_runs or self.records.runs.get(run.id) is not None:
-                    self.records.put_run(run)
-            for sid, index in ov.run_index.items():
-                state = self.records.sessions.get(sid)
-                if state is not None and state.runs is not None:
-                    state.runs.update(index)
-                    self.records.resized(state)
-            marks: dict[str, int] = {}
-            for row in done:
-                marks[row[1]] = max(marks.get(row[1], 0), row[2])
-            for sid, seq in ov.seqs.items():
-                state = self.records.sessions.get(sid)
-                if state is None and sid in ov.new_sessions:
-                    from .caches import SessionState
-
-                    state = SessionState(ov.sessions[sid], 0, 0, 0, runs={})
-                    self.records.put_session(state)
-                if state is not None:
-                    state.seq = state.acked = max(state.acked, seq)
-                if committed:
-                    marks[sid] = max(marks.get(sid, 0), seq)
-            for sid, seq in marks.items():
-                state = self.records.sessions.get(sid)
-                if state is not None:
-                    state.committed = max(state.committed, seq)
-            self.inflight_runs = set()
-            self.tail.feed(new_rows)
-            self.stats.events += len(new_rows)
-            touched = {row[1] for row in new_rows}
-        if committed and self.on_commit is not None and marks:
-            self.on_commit(marks)
-        for sid in touched:
-            self.notifier.notify(sid)
+        finish(self, reqs, ov, committed)
 
     # -- errors -----------------------------------------------------------------------------
 
@@ -630,7 +431,7 @@ class Writer:
         outbox, self._outbox = self._outbox, {}
         for loop, answers in outbox.items():
             try:
-                loop.call_soon_threadsafe(_deliver, answers)
+                loop.call_soon_threadsafe(deliver, answers)
             except RuntimeError:  # the loop is closed: nobody waits for these any more
                 pass
 
@@ -656,26 +457,3 @@ class Writer:
             elif req.kind == "stop" and not req.fut.done():
                 req.fut.set_result(None)
         self._send()
-
-
-def _io_errors() -> tuple[type[BaseException], ...]:
-    import duckdb
-
-    return (duckdb.IOException, duckdb.FatalException, duckdb.PermissionException)
-
-
-class _Failed(Exception):
-    def __init__(self, error: StorageError) -> None:
-        super().__init__(error)
-        self.error = error
-
-
-def _deliver(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    """Resolve a group's futures on their own loop (callers that gave up are skipped)."""
-    for fut, result, exc in answers:
-        if fut.done():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)

@@ -102,7 +102,9 @@ async def test_one_group_of_many_units(store: DuckDBStore) -> None:
             store.commit(WriteUnit(sessions[0].id, runs=[RunWrite(Run(session_id=sessions[0].id, id="run_missing"))]))
         )
         twice = asyncio.create_task(store.commit(WriteUnit(sessions[0].id, new_runs=[_run(sessions[0].id, 0)])))
-        orphan = asyncio.create_task(store.commit(WriteUnit("nope", new_runs=[Run(session_id="nope", id="run_orphan")])))
+        orphan = asyncio.create_task(
+            store.commit(WriteUnit("nope", new_runs=[Run(session_id="nope", id="run_orphan")]))
+        )
         stale = asyncio.create_task(
             store.commit(
                 WriteUnit(

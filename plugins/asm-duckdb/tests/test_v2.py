@@ -217,7 +217,7 @@ def _v1_file(path: Path) -> dict[str, str]:
         "run_log_only": "running",  # the log says completed, the record never caught up
         "run_fine": "completed",
     }
-    for i, (rid, status) in enumerate(runs.items()):
+    for _i, (rid, status) in enumerate(runs.items()):
         con.execute(
             "INSERT INTO runs VALUES (?, 'ses_1', ?, ?, NULL, ?, 0.5, 'p', 'm', 'end_turn', NULL, NULL, '{}', ?, ?, ?)",
             [rid, status, user, _USAGE, now, now, now if status == "completed" else None],
@@ -225,9 +225,7 @@ def _v1_file(path: Path) -> dict[str, str]:
     events = [("run_started", "run_record_only"), ("run_started", "run_log_only"), ("run_completed", "run_log_only"),
               ("run_started", "run_fine"), ("run_completed", "run_fine")]  # fmt: skip
     for seq, (kind, rid) in enumerate(events, 1):
-        con.execute(
-            "INSERT INTO events VALUES (?, 'ses_1', ?, ?, ?, '{}', ?, 1)", [f"evt_{seq}", seq, rid, kind, now]
-        )
+        con.execute("INSERT INTO events VALUES (?, 'ses_1', ?, ?, ?, '{}', ?, 1)", [f"evt_{seq}", seq, rid, kind, now])
     con.close()
     return runs
 
