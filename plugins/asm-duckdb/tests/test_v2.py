@@ -112,13 +112,15 @@ DISK_FULL = textwrap.dedent(
         await store.open()
         s = Session()
         run = Run(session_id=s.id).transition(RunStatus.RUNNING, owner="w", lease_token=1)
-        fence = (await store.commit(WriteUnit(s.id, new_session=s, new_runs=[RunWrite(run, lease_ttl=600)]))).run(run.id).lease
+        started = await store.commit(WriteUnit(s.id, new_session=s, new_runs=[RunWrite(run, lease_ttl=600)]))
+        fence = started.run(run.id).lease
         used = sum(os.path.getsize(p) for p in (path, path + ".wal") if os.path.exists(p))
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
         resource.setrlimit(resource.RLIMIT_FSIZE, (used + 100_000, hard))  # the disk fills up
         acked, errors = [], []
         for i in range(2000):
-            unit = WriteUnit(s.id, [Event(session_id=s.id, type="message_streamed", payload={"t": "x" * 400})], fence=fence)
+            delta = Event(session_id=s.id, type="message_streamed", payload={"t": "x" * 400})
+            unit = WriteUnit(s.id, [delta], fence=fence)
             if i % 10 == 9:
                 unit = WriteUnit(s.id, [Event(session_id=s.id, type="note", payload={"t": "y" * 400})])
             try:
