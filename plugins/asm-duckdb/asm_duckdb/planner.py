@@ -148,14 +148,21 @@ class Planner:
     ) -> tuple[UnitPlan, Writes]:
         """Plan ``unit`` over ``ov``; ``known`` are events looked up by id (a redo), else None."""
         sid = unit.session_id
+        # Creates are optimistic: an id neither planned nor cached is taken to be new (the
+        # primary key refuses it if it is stored after all, and the group is then redone with
+        # ``known`` set, looking everything up). A create costs no query.
+        careful = known is not None
         state: SessionState | None = None
         if sid in ov.sessions:
             session: Session | None = ov.sessions[sid]
+        elif unit.new_session is not None and not careful:
+            state = self.records.session(sid)
+            session = state.session if state is not None else None
         else:
             state = self.session_state(sid)
             session = state.session if state is not None else None
         last = ov.seqs.get(sid, state.seq if state is not None else 0)
-        names = {w.run.id for w in (*unit.new_runs, *unit.runs)}
+        names = {w.run.id for w in unit.runs}
         if unit.fence is not None:
             names.add(unit.fence.run_id)
         runs: dict[str, Run] = {}
@@ -163,6 +170,12 @@ class Planner:
             run = self.run(name, ov)
             if run is not None:
                 runs[name] = run
+        for write in unit.new_runs:
+            name = write.run.id
+            if name not in runs:
+                run = self.run(name, ov) if careful else ov.runs.get(name) or self.records.run(name)
+                if run is not None:
+                    runs[name] = run
         live: list[str] = []
         keys: dict[str, str] = {}
         wanted = {w.run.idempotency_key for w in unit.new_runs} - {None}
