@@ -27,8 +27,9 @@ whatever happened in them: a stage that raises fails the run. A plugin implement
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from attrs import evolve
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipeline", "Stage", "Wrapper", "RUN_STAGES", "TURN_STAGES"]
 
+T = TypeVar("T")
 Stage = Callable[["RunState"], Awaitable[None]]
 Proceed = Callable[[], Awaitable[None]]
 Wrapper = Callable[["RunState", Proceed], Awaitable[None]]
@@ -162,6 +164,28 @@ class Pipeline:
         state.stop_reason = "max_turns"  # the model never answered the last tool results
 
 
+async def through_cancel(awaitable: Awaitable[T]) -> tuple[T, asyncio.CancelledError | None]:
+    """Await ``awaitable`` to the end even if cancelled meanwhile; return it and the cancel, if any.
+
+    For a write whose outcome the caller must know: cancelling the wait for a commit does not
+    cancel the commit (an async store may have stored it), so the run must learn whether it
+    started before the cancel unwinds it.
+    """
+    task = asyncio.ensure_future(awaitable)
+    cancel: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if not task.done():
+                cancel = exc
+        except BaseException:  # the task's own failure: read below
+            break
+    if cancel is not None and (task.cancelled() or task.exception() is not None):
+        raise cancel  # it did not happen; the cancel is what the caller asked for
+    return task.result(), cancel
+
+
 def _bind(wrapper: Wrapper, state: RunState, proceed: Proceed) -> Proceed:
     async def call() -> None:
         await wrapper(state, proceed)
@@ -242,8 +266,9 @@ async def start(state: RunState) -> None:
                 session_status=[session.status],
                 new_runs=[RunWrite(running, lease_ttl=ttl)],
             )
+        cancelled: asyncio.CancelledError | None = None
         try:
-            committed = await state.writer.unit(unit, with_deferred=False)
+            committed, cancelled = await through_cancel(state.writer.unit(unit, with_deferred=False))
         except AlreadyExistsError:
             if state.creates_session is None:
                 raise
@@ -285,6 +310,8 @@ async def start(state: RunState) -> None:
                 new_status=SessionStatus.ACTIVE,
             )
         state.notify("asm_run_started", session=state.session, run=state.run)
+        if cancelled is not None:
+            raise cancelled  # now the run is known to be started: its terminal unit ends it
         return
     raise StateError(f"session {state.session.id} kept changing while run {state.run.id} tried to start")
 

@@ -215,6 +215,9 @@ class SessionServer:
         return self._enqueue(run.id, front=front)
 
     def _enqueue(self, run_id: str, *, front: bool = False) -> RunHandle:
+        existing = self._handles.get(run_id)
+        if existing is not None:  # queued or running here already (recovery and resume both saw it)
+            return existing
         handle = RunHandle(self.session_id, run_id)
         self._handles[run_id] = handle
         if front:

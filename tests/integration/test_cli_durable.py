@@ -96,4 +96,4 @@ def test_events_follow_prints_new_events_as_they_arrive(asm, tmp_path: Path) -> 
         assert seen[-1]["payload"]["output"] == "second"
     finally:
         follower.kill()
-        follower.wait()
+        follower.communicate()  # reaps it and closes its pipes

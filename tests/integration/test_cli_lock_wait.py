@@ -40,4 +40,4 @@ def test_sessions_list_says_who_holds_the_store_file_while_it_waits(tmp_path: Pa
         assert "Traceback" not in err
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # reaps it and closes its pipes

@@ -44,7 +44,7 @@ async def test_killed_process_leaves_nothing_stuck(tmp_path: Path) -> None:
         session_id, running_id, *queued_ids = child.stdout.readline().split()
     finally:
         os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        child.communicate()  # reaps it and closes its pipe
 
     config = {"store": {"use": "duckdb", "path": str(path)},
               "providers": [{"name": "slow", "use": "scripted", "turns": [[{"text": "resumed"}]]}]}

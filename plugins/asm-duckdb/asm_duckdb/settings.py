@@ -26,21 +26,28 @@ class DuckDBSettings:
 
     * ``path``: the database file; relative paths resolve against the config file's directory;
       unset means ``<asm home>/sessions.duckdb``.
-    * ``durability``: ``"safe"`` awaits the commit of every append; ``"fast"`` acknowledges
-      stream deltas (``message_streamed``, ``thinking_streamed``) once their seq is assigned and
-      commits them shortly after (write-behind).
+    * ``durability``: ``"fast"`` (default) makes durability points, not per-event commits: a
+      unit that writes a session or run record is awaited to its commit, while events alone
+      under a run's lease (stream deltas, tool calls) and stream deltas are acknowledged once
+      their seqs are assigned and committed with the next durability point, at most 50 ms
+      later (write-behind); ``"safe"`` awaits the commit of every unit.
     * ``lock_timeout``: seconds to keep retrying while another process holds the file; unset
       means 0 (fail at once), or 10 when the store is built for a short-lived command (the CLI).
     * ``read_only``: open the file for reading only (writes are refused).
     * ``memory_limit`` / ``threads``: passed to DuckDB.
+    * ``cache_bytes``: memory for the records the store keeps (session states, run records).
+    * ``tail_bytes``: memory for recent events of recently used sessions (reads of them need no
+      query; 10,000 live sessions with short logs fit in the default).
     """
 
     path: str | None = None
-    durability: Literal["safe", "fast"] = "safe"
+    durability: Literal["safe", "fast"] = "fast"
     lock_timeout: float | None = None
     read_only: bool = False
     memory_limit: str | None = None
     threads: int | None = None
+    cache_bytes: int = 64 * 2**20
+    tail_bytes: int = 128 * 2**20
 
 
 def _check(settings: DuckDBSettings, base: str) -> None:
@@ -48,8 +55,17 @@ def _check(settings: DuckDBSettings, base: str) -> None:
         raise ConfigError(
             f"durability must be 'safe' or 'fast', got {settings.durability!r}",
             path=f"{base}.durability",
-            hint="'safe' waits for every commit; 'fast' writes stream deltas behind",
+            hint="'fast' awaits a run's durability points and writes its other events behind; "
+            "'safe' waits for every commit",
         )
+    for key in ("cache_bytes", "tail_bytes"):
+        value = getattr(settings, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                f"{key} must be a number of bytes >= 0, got {value!r}",
+                path=f"{base}.{key}",
+                hint="e.g. 67108864 for 64 MiB; 0 keeps nothing in memory",
+            )
     timeout = settings.lock_timeout
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0 or timeout == float("inf")
@@ -81,6 +97,12 @@ def _check(settings: DuckDBSettings, base: str) -> None:
             f"path must be a non-empty file path, got {settings.path!r}",
             path=f"{base}.path",
             hint="leave it unset to use sessions.duckdb in the asm home",
+        )
+    if settings.path is not None and "\x00" in settings.path:
+        raise ConfigError(
+            "path holds a NUL character, which no file name can",
+            path=f"{base}.path",
+            hint="give the path of a file, e.g. path = \"sessions.duckdb\"",
         )
     if settings.path is not None and settings.path.strip() == ":memory:":
         raise ConfigError(
@@ -121,4 +143,6 @@ def build(settings: DuckDBSettings, context: Any) -> DuckDBStore:
         read_only=settings.read_only,
         memory_limit=settings.memory_limit,
         threads=settings.threads,
+        cache_bytes=settings.cache_bytes,
+        tail_bytes=settings.tail_bytes,
     )

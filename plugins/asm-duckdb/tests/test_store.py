@@ -18,7 +18,9 @@ from asm_kernel.errors import (
 )
 from asm_kernel.events import EventType
 from asm_kernel.model import Event, Session
-from duckdb_helpers import Gate
+from asm_kernel.testing.stores import create_session
+from asm_kernel.writes import WriteUnit
+from duckdb_helpers import FailingCommits, Gate
 
 from asm_duckdb.store import DuckDBStore
 
@@ -40,10 +42,17 @@ async def test_repr_shows_the_path_only(tmp_path: Path) -> None:
     assert repr(s) == f"DuckDBStore({str(tmp_path / 'x.duckdb')!r})"
 
 
+async def test_capabilities_name_the_mode(tmp_path: Path) -> None:
+    for mode in ("safe", "fast"):
+        caps = DuckDBStore(tmp_path / "c.duckdb", durability=mode).capabilities
+        assert (caps.shared, caps.durable, caps.durability, caps.leases) == (False, True, mode, True)
+        assert caps.durability_modes == ("safe", "fast")
+
+
 async def test_group_commit_shares_commits_between_concurrent_appends(store: DuckDBStore) -> None:
-    sessions = [await store.create_session(Session()) for _ in range(20)]
+    sessions = [await create_session(store) for _ in range(20)]
     before = store.stats.commits
-    before_appends = store.stats.appends
+    units = store.stats.units
 
     async def writer(s: Session) -> list[int]:
         seqs: list[int] = []
@@ -52,10 +61,9 @@ async def test_group_commit_shares_commits_between_concurrent_appends(store: Duc
         return seqs
 
     results = await asyncio.gather(*(writer(s) for s in sessions))
-    appends = store.stats.appends - before_appends
     commits = store.stats.commits - before
-    assert appends == 200
-    assert commits < appends, (commits, appends)
+    assert store.stats.units - units == 200
+    assert commits < 200, commits
     assert store.stats.largest_group > 1
     for s, seqs in zip(sessions, results, strict=True):
         assert seqs == list(range(1, 11))
@@ -63,8 +71,8 @@ async def test_group_commit_shares_commits_between_concurrent_appends(store: Duc
 
 
 async def test_a_bad_request_fails_alone_in_its_group(store: DuckDBStore) -> None:
-    a = await store.create_session(Session())
-    b = await store.create_session(Session())
+    a = await create_session(store)
+    b = await create_session(store)
     await store.append(a.id, _events(a.id, 2))
     gate = Gate(store)
     held = await gate.hold()
@@ -72,7 +80,7 @@ async def test_a_bad_request_fails_alone_in_its_group(store: DuckDBStore) -> Non
     good_a = asyncio.create_task(store.append(a.id, _events(a.id, 1), expected_seq=2))
     conflict = asyncio.create_task(store.append(a.id, _events(a.id, 1), expected_seq=0))
     unknown = asyncio.create_task(store.append("missing", _events("missing", 1)))
-    duplicate = asyncio.create_task(store.create_session(b))
+    duplicate = asyncio.create_task(store.commit(WriteUnit(b.id, new_session=b)))
     good_b = asyncio.create_task(store.append(b.id, _events(b.id, 3)))
     await gate.open_when_queued(5)
     await held
@@ -90,9 +98,10 @@ async def test_a_bad_request_fails_alone_in_its_group(store: DuckDBStore) -> Non
 
 
 async def test_retried_ids_in_one_group_are_stored_once(store: DuckDBStore) -> None:
-    s = await store.create_session(Session())
+    s = await create_session(store)
     batch = _events(s.id, 3)
     first = await store.append(s.id, batch)
+    store.tail.clear()  # the retry is not recognised from memory: the unique index must catch it
     gate = Gate(store)
     held = await gate.hold()
     fresh = _events(s.id, 2)
@@ -110,29 +119,18 @@ async def test_retried_ids_in_one_group_are_stored_once(store: DuckDBStore) -> N
 
 
 async def test_a_failed_commit_fails_the_group_and_rolls_back_seqs(store: DuckDBStore) -> None:
-    s = await store.create_session(Session())
+    s = await create_session(store)
     await store.append(s.id, _events(s.id, 2))
     gate = Gate(store)
     held = await gate.hold()
-    real_commit = store._commit
-    calls = 0
-
-    def failing_commit() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:  # the group after the gate's
-            store._conn.execute("ROLLBACK")  # type: ignore[union-attr]
-            store._in_txn = False
-            raise duckdb.IOException("disk on fire")
-        real_commit()
-
-    store._commit = failing_commit  # type: ignore[method-assign]
+    faults = FailingCommits(store, lambda n: n == 2)  # the group after the gate's
     tasks = [asyncio.create_task(store.append(s.id, _events(s.id, 1))) for _ in range(3)]
     await gate.open_when_queued(3)
     await held
     for task in tasks:
-        with pytest.raises(StorageError, match="disk on fire"):
+        with pytest.raises(StorageError, match="No space left"):
             await task
+    faults.restore()
     assert await store.last_seq(s.id) == 2
     assert [e.seq for e in await store.append(s.id, _events(s.id, 1))] == [3]
     assert [e.seq for e in await store.read(s.id)] == [1, 2, 3]
@@ -142,23 +140,28 @@ async def test_fast_mode_acknowledges_stream_deltas_and_keeps_them(tmp_path: Pat
     path = tmp_path / "fast.duckdb"
     store = DuckDBStore(path, durability="fast")
     await store.open()
-    s = await store.create_session(Session())
+    s = await create_session(store)
     seqs = []
     for i in range(50):
         delta = Event(session_id=s.id, type=EventType.MESSAGE_STREAMED, payload={"text": str(i)})
-        (e,) = await store.append(s.id, [delta])
+        (e,) = await store.append(s.id, [delta], durable=False)
         seqs.append(e.seq)
     assert seqs == list(range(1, 51))
-    assert store.stats.behind_acks == 50
-    # Lifecycle events are awaited to their commit, and they commit the deltas before them.
+    assert store.stats.behind_acks > 0  # some (all, unless the machine is slow) before their commit
+    assert store.stats.commits < 50
+    # Other events are awaited to their commit, and they commit the deltas before them.
     (done,) = await store.append(s.id, [Event(session_id=s.id, type=EventType.MESSAGE_RECEIVED)])
     assert done.seq == 51
     for i in range(30):
-        await store.append(s.id, [Event(session_id=s.id, type=EventType.THINKING_STREAMED, payload={"i": i})])
+        await store.append(
+            s.id, [Event(session_id=s.id, type=EventType.THINKING_STREAMED, payload={"i": i})], durable=False
+        )
     # A read sees every acknowledged append, written behind or not.
     assert [e.seq for e in await store.read(s.id)] == list(range(1, 82))
     for i in range(25):
-        await store.append(s.id, [Event(session_id=s.id, type=EventType.MESSAGE_STREAMED, payload={"i": i})])
+        await store.append(
+            s.id, [Event(session_id=s.id, type=EventType.MESSAGE_STREAMED, payload={"i": i})], durable=False
+        )
     assert await store.last_seq(s.id) == 106
     await store.close()
     again = DuckDBStore(path)
@@ -171,26 +174,26 @@ async def test_fast_mode_acknowledges_stream_deltas_and_keeps_them(tmp_path: Pat
         await again.close()
 
 
-async def test_safe_mode_never_acknowledges_before_commit(store: DuckDBStore) -> None:
-    s = await store.create_session(Session())
-    for _ in range(5):
-        await store.append(s.id, _events(s.id, 1, type_=EventType.MESSAGE_STREAMED))
-    assert store.stats.behind_acks == 0
-    assert not store._behind_rows
-
-
-async def test_wait_wakes_on_a_write_behind_append(tmp_path: Path) -> None:
-    store = DuckDBStore(tmp_path / "w.duckdb", durability="fast")
+async def test_safe_mode_never_acknowledges_before_commit(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "safe.duckdb", durability="safe")
     await store.open()
     try:
-        s = await store.create_session(Session())
-        waiter = asyncio.create_task(store.wait(s.id, after=0, timeout=30))
-        await asyncio.sleep(0)
-        await store.append(s.id, _events(s.id, 1, type_=EventType.MESSAGE_STREAMED))
-        got = await asyncio.wait_for(waiter, 30)  # woken by the commit that follows the ack
-        assert [e.seq for e in got] == [1]
+        s = await create_session(store)
+        for _ in range(5):
+            await store.append(s.id, _events(s.id, 1, type_=EventType.MESSAGE_STREAMED), durable=False)
+        assert store.stats.behind_acks == 0
+        assert store._writer is not None and store._writer.owed == 0
     finally:
         await store.close()
+
+
+async def test_wait_wakes_on_a_write_behind_append(store: DuckDBStore) -> None:
+    s = await create_session(store)
+    waiter = asyncio.create_task(store.wait(s.id, after=0, timeout=30))
+    await asyncio.sleep(0)
+    await store.append(s.id, _events(s.id, 1, type_=EventType.MESSAGE_STREAMED), durable=False)
+    got = await asyncio.wait_for(waiter, 30)
+    assert [e.seq for e in got] == [1]
 
 
 async def test_closed_store_refuses_every_call(tmp_path: Path) -> None:
@@ -198,7 +201,7 @@ async def test_closed_store_refuses_every_call(tmp_path: Path) -> None:
     with pytest.raises(StoreClosedError):
         await store.get_session("x")  # never opened
     await store.open()
-    s = await store.create_session(Session())
+    s = await create_session(store)
     await store.close()
     await store.close()  # idempotent
     with pytest.raises(StoreClosedError):
@@ -206,16 +209,16 @@ async def test_closed_store_refuses_every_call(tmp_path: Path) -> None:
     with pytest.raises(StoreClosedError):
         await store.read(s.id)
     with pytest.raises(StoreClosedError):
-        await store.create_session(Session())
+        await create_session(store)
 
 
 async def test_close_waits_for_appends_in_flight(tmp_path: Path) -> None:
     path = tmp_path / "inflight.duckdb"
     store = DuckDBStore(path, durability="fast")
     await store.open()
-    s = await store.create_session(Session())
+    s = await create_session(store)
     tasks = [
-        asyncio.create_task(store.append(s.id, _events(s.id, 1, type_=EventType.MESSAGE_STREAMED)))
+        asyncio.create_task(store.append(s.id, _events(s.id, 1, type_=EventType.MESSAGE_STREAMED), durable=False))
         for _ in range(40)
     ]
     await asyncio.sleep(0)  # every append is queued before close
@@ -228,22 +231,6 @@ async def test_close_waits_for_appends_in_flight(tmp_path: Path) -> None:
         assert [e.seq for e in await again.read(s.id)] == acked
     finally:
         await again.close()
-
-
-async def test_same_file_twice_in_one_process_is_locked(tmp_path: Path) -> None:
-    from asm_kernel.errors import StoreLockedError
-
-    path = tmp_path / "twice.duckdb"
-    first = DuckDBStore(path)
-    await first.open()
-    try:
-        with pytest.raises(StoreLockedError, match=r"twice\.duckdb"):
-            await DuckDBStore(path).open()
-    finally:
-        await first.close()
-    second = DuckDBStore(path)
-    await second.open()  # released by close()
-    await second.close()
 
 
 async def test_random_bytes_are_a_corrupt_store(tmp_path: Path) -> None:
@@ -287,7 +274,7 @@ async def test_read_only_reads_and_refuses_writes(tmp_path: Path) -> None:
     path = tmp_path / "ro.duckdb"
     store = DuckDBStore(path)
     await store.open()
-    s = await store.create_session(Session(agent_id="ro"))
+    s = await create_session(store, agent_id="ro")
     await store.append(s.id, _events(s.id, 3))
     await store.close()
     ro = DuckDBStore(path, read_only=True)
@@ -305,7 +292,7 @@ async def test_read_only_reads_and_refuses_writes(tmp_path: Path) -> None:
 
 
 async def test_big_batches_and_type_filters(store: DuckDBStore) -> None:
-    s = await store.create_session(Session())
+    s = await create_session(store)
     batch = [Event(session_id=s.id, type="a" if i % 3 else "b", payload={"i": i}) for i in range(2500)]
     stored = await store.append(s.id, batch)
     assert [e.seq for e in stored] == list(range(1, 2501))
@@ -315,7 +302,7 @@ async def test_big_batches_and_type_filters(store: DuckDBStore) -> None:
 
 
 async def test_appends_from_another_event_loop_thread(store: DuckDBStore) -> None:
-    s = await store.create_session(Session())
+    s = await create_session(store)
 
     def other_loop() -> list[int]:
         async def go() -> list[int]:

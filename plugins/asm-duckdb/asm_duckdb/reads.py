@@ -1,0 +1,171 @@
+"""Reading the log: from the in-memory tail when it can tell, else from DuckDB.
+
+Mixed into :class:`~asm_duckdb.store.DuckDBStore`. A read never returns an event another reader
+could not see after a crash: when its answer would include acknowledged events that are not
+committed yet (write-behind), it first asks the writer to commit them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from asm_kernel.errors import ValidationError
+from asm_kernel.model import Event
+from asm_kernel.storage import Notifier, check_read_args, wait_for_events
+
+from .caches import Records, Tail
+from .codec import EVENT_SELECT, Row, db_row, event_from_tail
+from .planner import missing_session
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["LogReads", "fetchone", "fetchall"]
+
+T = TypeVar("T")
+
+
+class LogReads:
+    """``read``, ``last``, ``last_seq`` and ``wait`` of the store."""
+
+    records: Records
+    tail: Tail
+    _notifier: Notifier
+    _check_open: Callable[[], None]
+    _read: Callable[..., Awaitable[Any]]
+    flush: Callable[[], Awaitable[None]]
+
+    def _seqs(self, session_id: str) -> tuple[int, int] | None:
+        """(acked, committed) of a cached session."""
+        state = self.records.sessions.get(session_id) if isinstance(session_id, str) else None
+        return None if state is None else (state.acked, state.committed)
+
+    async def _settle(self, session_id: str, upto: int) -> None:
+        """Commit owed events before a read returns any with seq <= ``upto`` (see module doc)."""
+        seqs = self._seqs(session_id)
+        if seqs is not None and seqs[1] < min(seqs[0], upto):
+            await self.flush()
+
+    async def read(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int | None = None,
+        types: Sequence[str] | None = None,
+        run_id: str | None = None,
+    ) -> list[Event]:
+        self._check_open()
+        check_read_args(after, before, limit, types, run_id)
+        seqs = self._seqs(session_id)
+        acked = seqs[0] if seqs is not None else None
+        rows = self.tail.after(session_id, after, acked)
+        if rows is not None:
+            picked = _select(rows, before, limit, types, run_id)
+            if picked:
+                await self._settle(session_id, picked[-1][2])
+            return [event_from_tail(r) for r in picked]
+        await self._settle(session_id, before - 1 if before is not None else 2**62)
+        sql = f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? AND seq > ?"
+        params: list[Any] = [session_id, after]
+        if before is not None:
+            sql += " AND seq < ?"
+            params.append(before)
+        if types:
+            wanted = list(dict.fromkeys(types))
+            sql += f" AND type IN ({', '.join('?' * len(wanted))})"
+            params.extend(wanted)
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        got = [db_row(r) for r in await self._read(fetchall_or_check, sql, params, session_id)]
+        if not types and run_id is None and limit is None and before is None:
+            now = self._seqs(session_id)
+            self.tail.fill(session_id, got, now[0] if now is not None else None)
+        return [event_from_tail(r) for r in got]
+
+    async def last(self, session_id: str, n: int) -> list[Event]:
+        self._check_open()
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValidationError(f"n must be an integer >= 0, got {n!r:.40}", path="n")
+        seqs = self._seqs(session_id)
+        rows = self.tail.last(session_id, n, seqs[0] if seqs else None)
+        if rows is not None:
+            if rows:
+                await self._settle(session_id, rows[-1][2])
+            return [event_from_tail(r) for r in rows]
+        await self._settle(session_id, 2**62)
+        seqs = self._seqs(session_id)
+        # Seqs are gapless, so the last n are a seq range: cheaper than ORDER BY seq DESC LIMIT n.
+        if seqs is not None:
+            sql = f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq"
+            params: list[Any] = [session_id, seqs[0] - n]
+        else:
+            sql = (
+                f"SELECT {EVENT_SELECT} FROM events WHERE session_id = $1 AND seq > "
+                "(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = $1) - $2 ORDER BY seq"
+            )
+            params = [session_id, n]
+        rows = [db_row(r) for r in await self._read(fetchall_or_check, sql, params, session_id)]
+        return [event_from_tail(r) for r in rows[-n:]] if n else []
+
+    async def last_seq(self, session_id: str) -> int:
+        self._check_open()
+        seqs = self._seqs(session_id)
+        if seqs is not None:
+            return seqs[0]
+        row = await self._read(
+            fetchone,
+            "SELECT (SELECT count(*) FROM sessions WHERE id = $1), "
+            "(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = $1)",
+            [session_id],
+        )
+        if not row or not row[0]:
+            raise missing_session(session_id)
+        return int(row[1])
+
+    async def wait(self, session_id: str, *, after: int, timeout: float) -> list[Event]:
+        return await wait_for_events(
+            self._notifier, session_id, after, timeout, lambda: self.read(session_id, after=after)
+        )
+
+
+def _select(
+    rows: list[Row], before: int | None, limit: int | None, types: Sequence[str] | None, run_id: str | None
+) -> list[Row]:
+    """``read``'s filters applied to tail rows (seq-ordered, all after the wanted seq)."""
+    wanted = set(types) if types else None
+    out: list[Row] = []
+    for row in rows:
+        if limit is not None and len(out) >= limit:
+            break
+        if before is not None and row[2] >= before:
+            break
+        if (wanted is None or row[4] in wanted) and (run_id is None or row[3] == run_id):
+            out.append(row)
+    return out
+
+
+# -- reader-side helpers (run on a reader thread with its own cursor) ---------------------------
+
+
+def fetchone(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> Any:
+    return cur.execute(sql, params).fetchone()
+
+
+def fetchall(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Any]:
+    return cur.execute(sql, params).fetchall()
+
+
+def fetchall_or_check(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any], session_id: str) -> list[Any]:
+    """Rows of an event query; an empty answer checks that the session exists."""
+    rows = cur.execute(sql, params).fetchall()
+    if not rows and cur.execute("SELECT 1 FROM sessions WHERE id = ?", [session_id]).fetchone() is None:
+        raise missing_session(session_id)
+    return rows

@@ -1,0 +1,459 @@
+"""The writer thread: group commit of write units, write-behind, and what happens when writes fail.
+
+One thread owns the DuckDB connection that writes. It drains every pending request (units,
+claims, lease renewals) into one group, plans each in order (:mod:`asm_duckdb.planner`),
+writes the whole group in a few statements and commits once, then answers every caller - one
+wake-up per event loop. A request whose condition fails stores nothing and fails alone; a
+statement error is traced to its request (the group is redone one request at a time) and only
+that request fails; a retried event id (the unique index refuses it) makes the group be redone
+with explicit lookups, so the retry gets the stored events.
+
+**Write-behind** (``durability = "fast"``). A unit of events alone under a run's lease - a
+stream delta, a tool call - is acknowledged as soon as its seqs are assigned, on the caller's
+thread (:meth:`Writer.try_fast`) when the session and run are cached, else by the writer once
+its rows are in the open transaction. Such rows are *owed*: committed by the next unit that
+writes a record (a run's outcome), within :data:`BEHIND_MAX_DELAY`, on a read that would return
+them, or on close. If the commit fails they stay owed and are written by the next transaction;
+a seq once acknowledged is never given to another event. While the file cannot be written,
+every write fails with a :class:`StorageError` that says how many acknowledged events wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from asm_kernel.errors import AsmError, StorageError, StoreClosedError, ValidationError
+from asm_kernel.model import Event
+from asm_kernel.storage import Notifier
+from asm_kernel.writes import Committed, WriteUnit
+
+from .behind import acknowledge_now, finish
+from .caches import Records, Tail
+from .codec import Row, insert_events
+from .planner import Overlay, Planner
+from .requests import (
+    BEHIND_MAX_DELAY,
+    BEHIND_MAX_ROWS,
+    CLAIMS,
+    RETRY_FIRST,
+    RETRY_MAX,
+    DuckDBStats,
+    Failed,
+    Redo,
+    Req,
+    deliver,
+    io_errors,
+    statements,
+)
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["Writer", "Req", "DuckDBStats", "BEHIND_MAX_DELAY", "BEHIND_MAX_ROWS"]
+
+log = logging.getLogger("asm.duckdb")
+
+#: Cap on the events gathered into one group commit.
+MAX_GROUP_EVENTS = 20_000
+#: While requests keep arriving, the writer waits up to this long for the callers it just
+#: answered to queue their next writes into the next group (one commit instead of two).
+GATHER_MAX_DELAY = 0.002
+GATHER_POLL = 0.0002
+
+
+class Writer:
+    """Owns the writing connection and the thread that drains the request queue."""
+
+    def __init__(
+        self,
+        path: Path,
+        conn: duckdb.DuckDBPyConnection,
+        *,
+        lock: threading.Lock,
+        records: Records,
+        tail: Tail,
+        notifier: Notifier,
+        clock: Callable[[], datetime],
+        stats: DuckDBStats,
+        on_commit: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.conn = conn
+        self.lock = lock
+        self.records = records
+        self.tail = tail
+        self.notifier = notifier
+        self.clock = clock
+        self.stats = stats
+        self.on_commit = on_commit
+        self.planner = Planner(conn, records, tail, clock)
+        self.queue: queue.SimpleQueue[Req] = queue.SimpleQueue()
+        #: Acknowledged rows not committed: inserted in the open transaction, or not yet.
+        self.owed_inserted: list[Row] = []
+        self.owed_pending: list[Row] = []
+        self.owed_since = 0.0
+        #: Runs a group in flight writes (the caller-thread fast path leaves them alone).
+        self.inflight_runs: set[str] = set()
+        self.failing: StorageError | None = None
+        self._retry_delay = RETRY_FIRST
+        self._retry_at = 0.0
+        self.in_txn = False
+        self._last_group = 0
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+        self.io_errors = io_errors()
+        self.thread = threading.Thread(target=self._main, name=f"asm-duckdb-writer:{path.name}", daemon=True)
+
+    @property
+    def owed(self) -> int:
+        return len(self.owed_inserted) + len(self.owed_pending)
+
+    def try_fast(self, unit: WriteUnit, payloads: Sequence[str]) -> Committed | None:
+        return acknowledge_now(self, unit, payloads)
+
+    # -- the thread -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _main(self) -> None:
+        stops: list[Req] = []
+        try:
+            while True:
+                group = self._drain(self._timeout())
+                stops = [r for r in group if r.kind == "stop"]
+                try:
+                    self._process(group)
+                finally:
+                    self._send()
+                if stops:
+                    break
+        except BaseException:  # pragma: no cover - a bug; keep the file consistent and report
+            log.exception("the duckdb writer thread of %s failed", self.path)
+        finally:
+            self._shutdown()
+            for req in stops:  # close() waits for this: the file is released after it
+                if not req.fut.done():
+                    req.fut.set_result(None)
+
+    def _timeout(self) -> float | None:
+        if not self.owed:
+            return None
+        due = self._retry_at if self.failing is not None else self.owed_since + BEHIND_MAX_DELAY
+        return max(0.0, due - time.monotonic())
+
+    def _drain(self, timeout: float | None) -> list[Req]:
+        try:
+            first = self.queue.get(timeout=timeout) if timeout is None or timeout > 0 else self.queue.get_nowait()
+        except queue.Empty:
+            return []
+        group = [first]
+        size = len(first.unit.events) if first.unit is not None else 0
+        deadline = expected = 0.0
+        idle = 0
+        while size < MAX_GROUP_EVENTS and group[-1].kind != "stop":
+            try:
+                req = self.queue.get_nowait()
+            except queue.Empty:
+                now = time.monotonic()
+                if not deadline:
+                    expected = len(group) + self._last_group
+                    deadline = now + GATHER_MAX_DELAY
+                if self._last_group < 2 or len(group) >= expected or idle >= 2 or now >= deadline:
+                    break
+                idle += 1
+                time.sleep(GATHER_POLL)
+                continue
+            idle = 0
+            group.append(req)
+            if req.unit is not None:
+                size += len(req.unit.events)
+        self._last_group = len(group)
+        return group
+
+    @staticmethod
+    def _claim(req: Req) -> bool:
+        """False when the caller gave up (cancelled) before the writer got to the request."""
+        if isinstance(req.fut, cf.Future):
+            return req.fut.set_running_or_notify_cancel()
+        with CLAIMS:
+            if req.state != "queued":
+                return False
+            req.state = "claimed"
+            return True
+
+    def _process(self, group: list[Req]) -> None:
+        stop = any(r.kind == "stop" for r in group)
+        reqs = [r for r in group if r.kind != "stop" and self._claim(r)]
+        work = [r for r in reqs if r.kind != "flush"]
+        force = stop or len(work) < len(reqs) or self.owed >= BEHIND_MAX_ROWS
+        if work:
+            self.stats.groups += 1
+            self.stats.largest_group = max(self.stats.largest_group, len(work))
+            self._group(work, force)
+        elif self.owed and (force or self._timeout() == 0):
+            self._group([], True)
+        for req in reqs:
+            if req.kind == "flush":
+                if self.owed and self.failing is not None:
+                    self._reply(req, exc=self.failing)
+                else:
+                    self._reply(req, None)
+
+    # -- one group --------------------------------------------------------------------------
+
+    def _group(self, work: list[Req], force: bool) -> None:
+        known: dict[str, Event] | None = None
+        isolate = False
+        active = list(work)
+        for _ in range(len(work) + 3):
+            ov = self._plan(active, known)
+            try:
+                committed = self._write(active, ov, force, isolate)
+            except Redo as redo:
+                self._rollback(ov)
+                if redo.culprit is not None:
+                    redo.culprit.error = redo.error
+                    redo.culprit.writes = None
+                    active.remove(redo.culprit)
+                    self.stats.isolated += 1
+                elif redo.how == "ids" and known is None:
+                    self.stats.retries += 1
+                    ids = [e.id for r in active if r.unit is not None for e in r.unit.events]
+                    try:
+                        known = self.planner.lookup_events(ids)
+                    except Exception as exc:
+                        failed = self._storage_error("reading", exc)
+                        for req in active:
+                            req.error = req.error or failed
+                        break
+                else:
+                    isolate = True
+                continue
+            except Failed as failed:
+                self._rollback(ov)
+                for req in active:
+                    if req.error is None:
+                        req.error = failed.error
+                break
+            self._finish(active, ov, committed)
+            break
+        for req in work:
+            if req.error is not None:
+                self._reply(req, exc=req.error)
+            else:
+                self._reply(req, req.result)
+
+    def _plan(self, reqs: list[Req], known: dict[str, Event] | None) -> Overlay:
+        ov = Overlay()
+        with self.lock:
+            for req in reqs:
+                req.error = None
+                req.writes = None
+                try:
+                    if req.kind == "unit":
+                        assert req.unit is not None
+                        plan, req.writes = self.planner.plan(req.unit, req.payloads, ov, known)
+                        req.result = plan.committed()
+                    elif req.kind == "claim":
+                        owner, limit, ttl, most = req.args
+                        req.result, req.writes = self.planner.claim(owner, limit, ttl, most, ov)
+                    elif req.kind == "renew":
+                        fences, ttl = req.args
+                        req.result, req.writes = self.planner.renew(fences, ttl, ov)
+                except AsmError as exc:
+                    req.error = exc
+                except Exception as exc:  # a lookup failed: this request cannot be planned
+                    req.error = self._storage_error("reading", exc)
+            # Reserve the planned seqs and runs: the caller-thread fast path must not hand out
+            # the same seqs, nor act on a run whose record is about to change.
+            for sid, seq in ov.seqs.items():
+                state = self.records.sessions.get(sid)
+                if state is not None:
+                    state.seq = max(state.seq, seq)
+            self.inflight_runs = set(ov.runs)
+        return ov
+
+    def _write(self, reqs: list[Req], ov: Overlay, force: bool, isolate: bool) -> bool:
+        """Run the group's statements; commit if needed. Returns whether it committed."""
+        import duckdb
+
+        writes = [r.writes for r in reqs if r.writes]
+        awaited = any(r.writes and not r.behind for r in reqs)
+        with self.lock:
+            pending = list(self.owed_pending)
+        due = bool(self.owed) and (time.monotonic() >= self.owed_since + BEHIND_MAX_DELAY or force)
+        commit = awaited or force or due or self.failing is not None
+        batch = [] if isolate else statements(writes, ov)  # type: ignore[arg-type]
+        conn = self.conn
+        try:
+            if pending:
+                self._begin()
+                insert_events(conn, pending)
+                with self.lock:
+                    del self.owed_pending[: len(pending)]
+                    self.owed_inserted.extend(pending)
+        except duckdb.Error as exc:
+            raise Failed(self._cannot_write(exc)) from None
+        try:
+            if isolate:
+                for req in reqs:
+                    if req.writes:
+                        self._run(statements([req.writes], None), req)
+            elif commit and not self.in_txn and len(batch) == 1:
+                sql, params = batch[0]  # autocommit: one statement is its own transaction
+                conn.execute(sql, params)
+                self.stats.commits += 1
+                return True
+            else:
+                self._run(batch, None)
+        except self.io_errors as exc:  # the file refuses writes: not any one request's fault
+            self.stats.failed_commits += 1
+            raise Failed(self._cannot_write(exc)) from None
+        except duckdb.ConstraintException as exc:
+            raise Redo("ids") from exc
+        except duckdb.Error as exc:
+            raise Redo("isolate") from exc
+        if not commit:
+            return False
+        try:
+            if self.in_txn:
+                self.in_txn = False
+                conn.execute("COMMIT")
+            self.stats.commits += 1
+        except duckdb.Error as exc:
+            self.stats.failed_commits += 1
+            raise Failed(self._cannot_write(exc)) from None
+        return True
+
+    def _run(self, statements: list[tuple[str, Any]], req: Req | None) -> None:
+        import duckdb
+
+        if not statements:
+            return
+        self._begin()
+        try:
+            for sql, params in statements:
+                self.conn.execute(sql, params)
+        except self.io_errors:
+            raise
+        except duckdb.ConstraintException:
+            if req is None:
+                raise
+            raise Redo(
+                "drop", req, self._storage_error("writing", None, "a stored record or event id conflicts")
+            ) from None
+        except duckdb.Error as exc:
+            if req is None:
+                raise
+            raise Redo("drop", req, self._refused(exc)) from None
+
+    def _begin(self) -> None:
+        if not self.in_txn:
+            self.conn.execute("BEGIN TRANSACTION")
+            self.in_txn = True
+
+    def _rollback(self, ov: Overlay) -> None:
+        """Undo the open transaction; owed rows go back to be inserted again."""
+        import duckdb
+
+        if self.in_txn:
+            self.in_txn = False
+            try:
+                self.conn.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+        with self.lock:
+            self.owed_pending[:0] = self.owed_inserted
+            self.owed_inserted = []
+            for sid in ov.seqs:
+                state = self.records.sessions.get(sid)
+                if state is not None:
+                    state.seq = state.acked
+            self.inflight_runs = set()
+
+    def _finish(self, reqs: list[Req], ov: Overlay, committed: bool) -> None:
+        finish(self, reqs, ov, committed)
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _storage_error(self, doing: str, exc: BaseException | None, what: str | None = None) -> StorageError:
+        detail = what or f"{type(exc).__name__}: {exc}"
+        return StorageError(f"{doing} {self.path} failed: {detail}", file=str(self.path))
+
+    def _refused(self, exc: BaseException) -> ValidationError:
+        """A statement error that only this request causes: its data cannot be stored."""
+        return ValidationError(
+            f"{self.path} refused this write: {type(exc).__name__}: {exc}",
+            path="unit",
+            hint="a value is out of the range DuckDB stores (an integer above 2**63, a date after year 9999?)",
+        )
+
+    def _cannot_write(self, exc: BaseException) -> StorageError:
+        now = time.monotonic()
+        self._retry_at = now + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
+        waiting = self.owed
+        log.error("writing to %s failed (%d acknowledged events wait to be stored): %s", self.path, waiting, exc)
+        self.failing = StorageError(
+            f"the store cannot write to {self.path} ({type(exc).__name__}: {exc}); "
+            f"{waiting} acknowledged event(s) wait to be stored and are retried",
+            hint="free disk space or fix the file's permissions; writes succeed again once the file can be written",
+            file=str(self.path),
+            retryable=True,
+            waiting=waiting,
+        )
+        return self.failing
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def _reply(self, req: Req, result: Any = None, exc: BaseException | None = None) -> None:
+        fut = req.fut
+        if isinstance(fut, cf.Future):
+            if not fut.done():
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+            return
+        self._outbox.setdefault(fut.get_loop(), []).append((fut, result, exc))
+
+    def _send(self) -> None:
+        """Wake each waiting event loop once for all its answers (not once per request)."""
+        outbox, self._outbox = self._outbox, {}
+        for loop, answers in outbox.items():
+            try:
+                loop.call_soon_threadsafe(deliver, answers)
+            except RuntimeError:  # the loop is closed: nobody waits for these any more
+                pass
+
+    # -- shutting down ----------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        if self.owed:
+            try:
+                self._group([], True)
+            except Exception:  # pragma: no cover - reported below
+                log.exception("final commit to %s failed", self.path)
+        if self.owed:
+            log.error("closing %s: %d acknowledged event(s) could not be stored and are lost", self.path, self.owed)
+        leftover: list[Req] = []
+        while True:
+            try:
+                leftover.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        for req in leftover:
+            if req.kind != "stop" and self._claim(req):
+                self._reply(req, exc=StoreClosedError(f"the duckdb store {self.path} is closed"))
+            elif req.kind == "stop" and not req.fut.done():
+                req.fut.set_result(None)
+        self._send()
