@@ -1,0 +1,133 @@
+"""One write unit in one Postgres transaction: lock, read the state, plan, write.
+
+The kernel's :func:`asm_kernel.writes.plan_unit` is the reference semantics; this module only
+gathers its :class:`~asm_kernel.writes.UnitState` under the right locks and writes the plan:
+
+1. lock the session row (``FOR UPDATE``): every unit of a session, and every claim of its runs,
+   is serialized from here, so seqs are assigned gapless (``sessions.last_seq``) in this
+   transaction; the database clock (``clock_timestamp()``, read once the lock is granted) judges
+   leases;
+2. look up the unit's event ids (a retry returns the stored events), lock the runs it writes or
+   fences (``FOR UPDATE``, in id order: a lease renewal racing a takeover waits for it and then
+   sees the new token), read live runs and idempotency keys only when the unit asks;
+3. ``plan_unit``; a failed condition raises before anything is written;
+4. write the session and runs, then the events, the seq counter and the ``NOTIFY`` in one
+   statement. The caller commits; a failure anywhere rolls everything back.
+
+Statements run under READ COMMITTED: each one after the lock sees every transaction that held
+the lock before, which is all the isolation the unit needs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from asm_kernel.errors import AlreadyExistsError
+from asm_kernel.model import Event, Run
+from asm_kernel.writes import UnitPlan, UnitState, WriteUnit, plan_unit
+
+from .rows import event_from_pg, event_rows, run_from_row, run_row, session_from_row, session_row
+from .sql import Statements
+
+__all__ = ["apply_unit", "unique_violation"]
+
+#: Event types a ``"fast"`` store commits without waiting for the WAL flush (see the docs).
+STREAM_DELTAS = frozenset({"message_streamed", "thinking_streamed"})
+
+
+async def _state(conn: Any, sql: Statements, unit: WriteUnit) -> UnitState:
+    sid = unit.session_id
+    cur = await conn.execute(sql.lock_session, [sid])
+    row = await cur.fetchone()
+    now: datetime = row[0]
+    session = session_from_row(row[1:8]) if row[1] is not None else None
+    last_seq = int(row[8]) if row[1] is not None else 0
+    stored: list[Event | None] = [None] * len(unit.events)
+    if unit.events:
+        cur = await conn.execute(sql.events_by_id, [[e.id for e in unit.events]])
+        found = {r[0]: event_from_pg(r) for r in await cur.fetchall()}
+        stored = [found.get(e.id) for e in unit.events]
+    names = {w.run.id for w in unit.new_runs} | {w.run.id for w in unit.runs}
+    if unit.fence is not None:
+        names.add(unit.fence.run_id)
+    runs: dict[str, Run] = {}
+    if names:
+        cur = await conn.execute(sql.lock_runs, [sorted(names)])
+        runs = {r.id: r for r in map(run_from_row, await cur.fetchall())}
+    live: list[str] = []
+    if unit.no_live_runs and session is not None:
+        cur = await conn.execute(sql.live_runs, [sid])
+        live = [r[0] for r in await cur.fetchall()]
+    keys: dict[str, str] = {}
+    wanted = sorted({w.run.idempotency_key for w in unit.new_runs if w.run.idempotency_key is not None})
+    if wanted and session is not None:
+        cur = await conn.execute(sql.keys, [sid, wanted])
+        keys = {k: i for k, i in await cur.fetchall()}
+    return UnitState(
+        session=session, runs=runs, last_seq=last_seq, stored=stored, now=now, live_runs=live, keys=keys
+    )
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(col) for col in zip(*rows, strict=True)]
+
+
+async def apply_unit(conn: Any, sql: Statements, unit: WriteUnit, payloads: list[str], *, fast: bool) -> UnitPlan:
+    """Check and write ``unit`` inside the caller's open transaction; returns the plan written.
+
+    ``payloads`` are the events' JSON texts from :func:`asm_kernel.storage.check_unit`; with
+    ``fast``, a unit made only of stream deltas commits without waiting for its WAL flush.
+    """
+    state = await _state(conn, sql, unit)
+    plan = plan_unit(unit, state)
+    if plan.replayed:
+        return plan
+    sid = unit.session_id
+    session_written = False
+    if plan.create_session and plan.session is not None:
+        await conn.execute(sql.insert_session, [*session_row(plan.session), plan.last_seq])
+        session_written = True
+    elif unit.session is not None and plan.session is not None:
+        s = session_row(plan.session)
+        await conn.execute(sql.update_session, [*s[1:], plan.last_seq, sid])
+        session_written = True
+    new = [run_row(r) for r in plan.runs if r.id in plan.create_runs]
+    if new:
+        await conn.execute(sql.insert_runs, _columns(new))
+    changed = [run_row(r) for r in plan.runs if r.id not in plan.create_runs]
+    if changed:
+        await conn.execute(sql.update_runs, _columns(changed))
+    if plan.new_events:
+        by_id = {e.id: p for e, p in zip(unit.events, payloads, strict=True)}
+        cols = event_rows(plan.new_events, by_id)
+        sync = "off" if fast and all(e.type in STREAM_DELTAS for e in plan.new_events) else "on"
+        # A session id too long for a notification payload (8000 bytes) wakes every waiter
+        # instead ("*"); they re-read from their cursors, so nothing is missed either way.
+        note = f"{plan.last_seq}:{sid}"
+        if len(note.encode()) > 7900:
+            note = f"{plan.last_seq}:*"
+        tail = [sql.channel, note, sync]
+        if session_written:
+            await conn.execute(sql.append_only, [*cols, *tail])
+        else:
+            await conn.execute(sql.append_and_bump, [*cols, plan.last_seq, sid, *tail])
+    return plan
+
+
+def unique_violation(constraint: str | None, unit: WriteUnit) -> AlreadyExistsError:
+    """A unique index refused a row that a concurrent unit in another session stored first."""
+    sid = unit.session_id
+    if constraint == "events_id":
+        return AlreadyExistsError(
+            "an event id of this unit was stored by another session at the same moment",
+            hint="event ids must be unique across the store",
+            session_id=sid,
+        )
+    if constraint == "sessions_pkey":
+        return AlreadyExistsError(f"session {sid!r} already exists", session_id=sid)
+    if constraint == "runs_pkey":
+        return AlreadyExistsError("a run id of this unit was created by another session at the same moment")
+    return AlreadyExistsError(
+        f"a row of this unit already exists ({constraint or 'unique index'})", session_id=sid
+    )
