@@ -6,6 +6,8 @@ uses and the server plans it once.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .rows import EVENT_COLS, RUN_COLS, SESSION_COLS, columns
 from .schema import quote_ident
 
@@ -127,3 +129,41 @@ class Statements:
             f"ON r.id = f.id AND r.lease_token = f.token WHERE r.status = 'running' ORDER BY r.id FOR UPDATE OF r) "
             f"RETURNING id, lease_token"
         )
+
+    # -- reads with filters: one statement text per combination of filters ------------------
+
+    def read_events(self, *, before: bool = False, types: bool = False, run_id: bool = False) -> str:
+        """``session_id = %s AND seq > %s`` [``AND seq < %s``] [types] [run] ``ORDER BY seq LIMIT %s``."""
+        where = "session_id = %s AND seq > %s"
+        if before:
+            where += " AND seq < %s"
+        if types:
+            where += " AND type = ANY(%s::text[])"
+        if run_id:
+            where += " AND run_id = %s"
+        # LIMIT NULL is no limit: one text whatever the limit, so one prepared plan.
+        return f"SELECT {EVENT_COLS} FROM {self.events} WHERE {where} ORDER BY seq LIMIT %s"
+
+    def list_sessions(self, *, status: bool, agent_id: bool, tag: bool) -> str:
+        parts = [c for c, on in (("status = %s", status), ("agent_id = %s", agent_id),
+                                 ("tags @> ARRAY[%s]::text[]", tag)) if on]
+        where = " WHERE " + " AND ".join(parts) if parts else ""
+        return (
+            f"SELECT {SESSION_COLS} FROM {self.sessions}{where} "
+            "ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
+        )
+
+    def list_runs(self, *, session_id: bool, status: bool, lease_expired: bool | None) -> str:
+        parts = [c for c, on in (("session_id = %s", session_id), ("status = %s", status)) if on]
+        # Leases are judged by the database clock, like everywhere else.
+        if lease_expired is True:
+            parts.append("status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp())")
+        elif lease_expired is False:
+            parts.append("status = 'running' AND lease_expires_at > clock_timestamp()")
+        where = " WHERE " + " AND ".join(parts) if parts else ""
+        return f"SELECT {RUN_COLS} FROM {self.runs}{where} ORDER BY created_at, id LIMIT %s OFFSET %s"
+
+
+def present(*values: Any) -> list[Any]:
+    """The parameters of the filters that are set, in order."""
+    return [v for v in values if v is not None]
