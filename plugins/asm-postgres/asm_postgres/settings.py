@@ -29,6 +29,11 @@ def _dsn_repr(value: str | None) -> str:
     return repr(scrub(value))
 
 
+def _secret(value: Secret | str | None) -> Secret | None:
+    """A password given as a plain string (the Python API) becomes a :class:`Secret` too."""
+    return Secret(value) if isinstance(value, str) else value
+
+
 @attrs.frozen
 class PostgresSettings:
     """``[store]`` keys when ``use = "postgres"`` (docs/plugins/postgres.md has the details).
@@ -54,7 +59,7 @@ class PostgresSettings:
     """
 
     dsn: str | None = attrs.field(default=None, repr=_dsn_repr)
-    password: Secret | None = None
+    password: Secret | None = attrs.field(default=None, converter=_secret)
     schema: str = "asm"
     pool_min_size: int = 1
     pool_max_size: int = 10
