@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +51,23 @@ def sql(statement: str, params: Any = None, dsn: str = DSN) -> list[tuple[Any, .
 def drop_schema(schema: str, dsn: str = DSN) -> None:
     with admin(dsn) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextlib.contextmanager
+def sql_holding(schema: str, run_id: str, dsn: str = DSN) -> Iterator[Callable[[], None]]:
+    """Hold the row lock of run ``run_id`` in a transaction of another connection; yields release()."""
+    with admin(dsn) as conn:
+        conn.execute("BEGIN")
+        conn.execute(f'SELECT 1 FROM "{schema}".runs WHERE id = %s FOR UPDATE', [run_id])
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                conn.execute("ROLLBACK")
+                done = True
+
+        try:
+            yield release
+        finally:
+            release()

@@ -10,7 +10,11 @@ workers start together), does its job and prints one JSON line with what it saw.
   until no run is pending; report what it claimed;
 * ``append_one``: append one event with id ``id`` to ``session``;
 * ``hold``: claim ``run`` with a ``ttl`` lease and start it, report, then (on a second stdin line)
-  append under the fence and report the outcome - the stale worker of the fencing test.
+  append under the fence and report the outcome - the stale worker of the fencing test;
+* ``stream``: append one event at a time to ``session`` forever, printing ``[id, seq]`` per
+  acknowledgement (the parent kills it with SIGKILL);
+* ``cancel``: one unit cancelling ``run`` with two events (the parent holds a lock it needs, then
+  kills this process while it waits).
 """
 
 from __future__ import annotations
@@ -125,15 +129,44 @@ async def _hold(store: PostgresStore, args: dict[str, Any]) -> Any:
     return {"error": None}
 
 
+async def _stream(store: PostgresStore, args: dict[str, Any]) -> Any:
+    sid = args["session"]
+    while True:
+        (e,) = await store.append(sid, [Event(session_id=sid, type="n")])
+        _say([e.id, e.seq])
+
+
+async def _cancel(store: PostgresStore, args: dict[str, Any]) -> Any:
+    sid = args["session"]
+    run = await store.get_run(args["run"])
+    events = [Event(session_id=sid, type="run_cancelled", run_id=run.id), Event(session_id=sid, type="note")]
+    cancel = RunWrite(run.transition(RunStatus.CANCELLED), expect_status=RunStatus.PENDING)
+    await store.commit(WriteUnit(sid, events, runs=[cancel]))
+    return "cancelled"
+
+
 async def main() -> None:
     args = json.loads(sys.argv[1])
-    settings = PostgresSettings(dsn=os.environ.get("ASM_PG_DSN", args["dsn"]), schema=args["schema"], pool_max_size=4)
+    settings = PostgresSettings(
+        dsn=os.environ.get("ASM_PG_DSN", args["dsn"]),
+        schema=args["schema"],
+        pool_max_size=4,
+        application_name=args.get("application_name", "asm"),
+    )
     store = build(settings, _Context())
     await store.open()
     try:
         _say("ready")
         await _line()
-        job = {"append": _append, "replay": _replay, "expected": _expected, "claim": _claim, "hold": _hold}
+        job = {
+            "append": _append,
+            "replay": _replay,
+            "expected": _expected,
+            "claim": _claim,
+            "hold": _hold,
+            "stream": _stream,
+            "cancel": _cancel,
+        }
         if args["mode"] == "append_one":
             sid = args["session"]
             result: Any = [e.seq for e in await store.append(sid, [Event(session_id=sid, type="x", id=args["id"])])]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from asm_kernel.model import Event, Run, RunStatus, Session, utcnow
 from asm_kernel.writes import RunWrite, WriteUnit
-from pg_helpers import DSN, sql, store_for
+from pg_helpers import DSN, sql, sql_holding, store_for
 
 from asm_postgres.store import PostgresStore
 
@@ -269,5 +269,46 @@ async def test_a_waiter_misses_nothing_while_its_listening_connection_is_down(pg
         other.send()
         assert await other.finish() == [2]
         assert [e.seq for e in await follow] == [2]
+    finally:
+        await store.close()
+
+
+async def test_acknowledged_appends_survive_the_writer_being_killed(pg_schema: str) -> None:
+    store = await _opened(pg_schema)
+    try:
+        (sid,) = await _sessions(store, 1)
+        writer = await Proc.start(pg_schema, "stream", session=sid)
+        writer.send()
+        acked = [await writer.read() for _ in range(30)]
+        writer.proc.kill()  # SIGKILL, mid-stream
+        await writer.proc.wait()
+        log = {e.id: e.seq for e in await store.read(sid)}
+        assert all(log.get(event_id) == seq for event_id, seq in acked)
+        assert sorted(log.values()) == list(range(1, len(log) + 1))
+    finally:
+        await store.close()
+
+
+async def test_a_writer_killed_inside_its_transaction_leaves_nothing_behind(pg_schema: str) -> None:
+    app = f"asm-k-{uuid.uuid4().hex[:8]}"
+    store = await _opened(pg_schema)
+    try:
+        (sid,) = await _sessions(store, 1)
+        run = Run(session_id=sid)
+        await store.commit(WriteUnit(sid, [Event(session_id=sid, type="note")], new_runs=[run]))
+        with sql_holding(pg_schema, run.id) as release:
+            writer = await Proc.start(pg_schema, "cancel", session=sid, run=run.id, application_name=app)
+            writer.send()
+            # Its unit holds the session's row lock and waits for the run's, held here.
+            while not sql("SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+                          [app]):
+                await asyncio.sleep(0.02)
+            writer.proc.kill()
+            await writer.proc.wait()
+            release()
+        # The server rolls the orphaned transaction back; the session is free again.
+        assert [e.type for e in await store.read(sid)] == ["note"]
+        assert (await store.get_run(run.id)).status is RunStatus.PENDING
+        assert [e.seq for e in await store.append(sid, [Event(session_id=sid, type="after")])] == [2]
     finally:
         await store.close()
