@@ -1,14 +1,21 @@
-"""Live subscriptions across processes: one ``LISTEN`` connection per store, many waiters.
+"""Live subscriptions across processes: ``NOTIFY`` after each commit, one ``LISTEN`` per store.
 
-Every unit that stores events queues ``pg_notify(channel, "<seq>:<session id>")`` in its
-transaction; the server delivers it to every listening connection when (and only if) the
-transaction commits. A store keeps one dedicated autocommit connection listening on its schema's
+**Announcing.** When a unit that stored events has committed, the store queues ``(session,
+last seq)`` with its :class:`Announcer`, which sends everything queued in one statement
+(``SELECT pg_notify(channel, '<seq>:<session id>') FROM unnest(...)``), coalescing a session's
+notifications while the previous batch is in flight. Not notifying inside the unit's own
+transaction is deliberate: PostgreSQL serializes the commits of notifying transactions with a
+database-wide lock held through their WAL flush, so a NOTIFY in every append would make every
+writer of the database wait for every other one. A notification is therefore sent only after
+its events are visible, and a process that dies between its commit and its announcement costs
+waiters elsewhere latency (until their next poll or timeout), never an event.
+
+**Listening.** A store keeps one dedicated autocommit connection listening on its schema's
 channel and wakes the waiters of the named session; waiters then **read from their cursor**
 (``after``), so a notification that was missed, merged or spurious changes nothing but latency.
 While the listening connection is down (a restart, a network cut) waiters poll instead, and
-every waiter is woken when listening resumes, so an append made during the outage is seen.
-
-The connection is opened on the first ``wait`` (a store that never waits never holds it).
+every waiter is woken when listening resumes, so an append made during the outage is seen. The
+connection is opened on the first ``wait`` (a store that never waits never holds it).
 """
 
 from __future__ import annotations
@@ -17,17 +24,20 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .conninfo import scrub
 
-__all__ = ["Waiters", "Listener", "POLL_INTERVAL"]
+__all__ = ["Waiters", "Listener", "Announcer", "POLL_INTERVAL"]
 
 log = logging.getLogger("asm.postgres")
 
 #: How often waiters re-read while no notification can reach them (the listener is down).
 POLL_INTERVAL = 0.5
 _BACKOFF_MAX = 5.0
+#: Longest notification payload PostgreSQL takes is 8000 bytes; longer session ids wake everyone.
+_MAX_NOTE = 7900
 
 
 class Waiters:
@@ -145,3 +155,49 @@ class Listener:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         self.listening = False
+
+
+class Announcer:
+    """Sends the notifications of committed appends, batched (see the module docstring).
+
+    ``send(notes)`` runs one ``pg_notify`` statement for a batch of payloads; a failure is
+    logged and the batch dropped (waiters read from their cursors; they lose latency, not data).
+    """
+
+    def __init__(self, send: Callable[[list[str]], Awaitable[Any]]) -> None:
+        self._send = send
+        self._pending: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0  #: notify statements run
+        self.notes = 0  #: notifications sent
+
+    def __repr__(self) -> str:
+        return f"Announcer(pending={len(self._pending)}, sent={self.sent})"
+
+    def announce(self, session_id: str, seq: int) -> None:
+        """Queue ``session_id``'s new last seq; sent as soon as the batch before it is out."""
+        if self._pending.get(session_id, 0) < seq:
+            self._pending[session_id] = seq
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain(), name="asm-postgres-announce")
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            notes = []
+            for session_id, seq in batch.items():
+                note = f"{seq}:{session_id}"
+                notes.append(note if len(note.encode()) <= _MAX_NOTE else f"{seq}:*")
+            try:
+                await self._send(notes)
+            except Exception as exc:
+                log.warning("asm-postgres: %d notification(s) not sent (%s); other processes' waiters "
+                            "see those events at their next poll", len(notes), scrub(str(exc)))
+                continue
+            self.sent += 1
+            self.notes += len(notes)
+
+    async def flush(self) -> None:
+        """Send what is queued now (the store calls it before closing)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)

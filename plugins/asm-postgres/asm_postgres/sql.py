@@ -68,15 +68,17 @@ class Statements:
         source, select = _unnest("events")
         ecols = ", ".join(c for c, _, _ in columns("events"))
         insert_events = f"INSERT INTO {events} ({ecols}) SELECT {select} FROM {source}"
-        # One round trip stores the events, bumps the session's seq counter and queues the
-        # notification (sent by the server at commit, so nobody is woken for a rollback). The
-        # last column sets synchronous_commit for this transaction only ("fast" durability).
-        tail = "SELECT pg_notify(%s, %s), set_config('synchronous_commit', %s, true)"
+        # One round trip stores the events and bumps the session's seq counter; the last column
+        # sets synchronous_commit for this transaction only ("fast" durability). No NOTIFY here:
+        # a transaction that notifies holds a database-wide lock through its commit's WAL flush,
+        # which would serialize every writer of the database (see listener.Announcer).
+        tail = "SELECT set_config('synchronous_commit', %s, true)"
         self.append_and_bump = (
             f"WITH e AS ({insert_events}), b AS (UPDATE {sessions} SET last_seq = %s WHERE id = %s) {tail}"
         )
         self.append_only = f"WITH e AS ({insert_events}) {tail}"
         self.clock = "SELECT clock_timestamp()"
+        self.notify = "SELECT pg_notify(%s, note) FROM unnest(%s::text[]) AS note"
 
         # -- reads --------------------------------------------------------------------------
         self.get_session = f"SELECT {SESSION_COLS} FROM {sessions} WHERE id = %s"

@@ -25,7 +25,7 @@ from psycopg import errors as pe
 from . import claims, schema
 from .conninfo import ConnInfo
 from .errors import map_error
-from .listener import POLL_INTERVAL, Listener, Waiters
+from .listener import POLL_INTERVAL, Announcer, Listener, Waiters
 from .pool import Database, PoolStats
 from .rows import check_text, check_unit_text, event_from_pg, run_from_row, session_from_row
 from .sql import Statements, present
@@ -110,6 +110,9 @@ class PostgresStore:
         self._listener = Listener(
             conninfo.conninfo, self.sql.channel, self._waiters, application_name=f"{application_name}-listen"
         )
+        self._announcer = Announcer(
+            lambda notes: self.db.query("notifying other processes", self.sql.notify, [self.sql.channel, notes])
+        )
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.target}, durability={self.durability!r})"
@@ -151,6 +154,8 @@ class PostgresStore:
         self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
+        if self.db.is_open:
+            await self._announcer.flush()
         await self._listener.close()
         self._waiters.wake_all()
         await self.db.close()
@@ -178,6 +183,7 @@ class PostgresStore:
             self.stats.commits += 1
             if plan.new_events:
                 self._waiters.wake(unit.session_id)  # this process's waiters need no round trip
+                self._announcer.announce(unit.session_id, plan.last_seq)
         return plan.committed()  # type: ignore[no-any-return]
 
     async def append(

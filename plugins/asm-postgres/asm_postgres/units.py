@@ -11,8 +11,9 @@ gathers its :class:`~asm_kernel.writes.UnitState` under the right locks and writ
    fences (``FOR UPDATE``, in id order: a lease renewal racing a takeover waits for it and then
    sees the new token), read live runs and idempotency keys only when the unit asks;
 3. ``plan_unit``; a failed condition raises before anything is written;
-4. write the session and runs, then the events, the seq counter and the ``NOTIFY`` in one
-   statement. The caller commits; a failure anywhere rolls everything back.
+4. write the session and runs, then the events and the seq counter in one statement. The
+   caller commits (and then announces the new events: :class:`asm_postgres.listener.Announcer`);
+   a failure anywhere rolls everything back.
 
 Statements run under READ COMMITTED: each one after the lock sees every transaction that held
 the lock before, which is all the isolation the unit needs.
@@ -102,16 +103,10 @@ async def apply_unit(conn: Any, sql: Statements, unit: WriteUnit, payloads: list
         by_id = {e.id: p for e, p in zip(unit.events, payloads, strict=True)}
         cols = event_rows(plan.new_events, by_id)
         sync = "off" if fast and all(e.type in STREAM_DELTAS for e in plan.new_events) else "on"
-        # A session id too long for a notification payload (8000 bytes) wakes every waiter
-        # instead ("*"); they re-read from their cursors, so nothing is missed either way.
-        note = f"{plan.last_seq}:{sid}"
-        if len(note.encode()) > 7900:
-            note = f"{plan.last_seq}:*"
-        tail = [sql.channel, note, sync]
         if session_written:
-            await conn.execute(sql.append_only, [*cols, *tail])
+            await conn.execute(sql.append_only, [*cols, sync])
         else:
-            await conn.execute(sql.append_and_bump, [*cols, plan.last_seq, sid, *tail])
+            await conn.execute(sql.append_and_bump, [*cols, plan.last_seq, sid, sync])
     return plan
 
 
