@@ -112,6 +112,10 @@ class Database:
         if pool is not None:
             await pool.close()
 
+    def forget(self) -> None:
+        """Drop a pool whose event loop has closed (its connections went with it)."""
+        self._pool = None
+
     def _closed(self) -> StoreClosedError:
         return StoreClosedError(f"the postgres store ({self.target}) is not open", hint="open() it first")
 

@@ -154,6 +154,15 @@ class PostgresStore:
         self._loop = asyncio.get_running_loop()
 
     async def close(self) -> None:
+        loop = self._loop
+        if loop is not None and loop is not asyncio.get_running_loop():
+            if loop.is_running():  # the pool's tasks live there: close it there
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.close(), loop))
+                return
+            # Its loop is gone, and the pool's tasks and connections with it: forget them.
+            self.db.forget()
+            self._loop = None
+            return
         if self.db.is_open:
             await self._announcer.flush()
         await self._listener.close()

@@ -240,3 +240,20 @@ async def test_a_closed_store_refuses_calls(pg_schema: str) -> None:
     await store.close()
     with pytest.raises(StoreClosedError):
         await store.commit(WriteUnit("x", new_session=Session(id="x")))
+
+
+def test_a_store_whose_event_loop_ended_can_be_closed_and_opened_again(pg_schema: str) -> None:
+    store = store_for(pg_schema)
+    asyncio.run(store.open())
+    asyncio.run(store.close())  # another loop: the pool died with the first one, and is dropped
+
+    async def again() -> int:
+        await store.open()
+        try:
+            s = Session()
+            await store.commit(WriteUnit(s.id, new_session=s))
+            return await store.last_seq(s.id)
+        finally:
+            await store.close()
+
+    assert asyncio.run(again()) == 0
