@@ -3,13 +3,17 @@
 Pooled connections are in autocommit mode and a transaction is an explicit ``BEGIN ...
 COMMIT``, so the runner knows exactly where a failure happened:
 
-* at ``BEGIN`` on a connection that turns out dead (the server restarted, an idle connection
-  was terminated): nothing was sent, so the pool drops it and the transaction is retried on
-  another connection;
+* the connection breaks before ``COMMIT`` was sent (a pooled connection the server had
+  closed, a restart, a terminated backend, a network cut): the transaction dies with it, so
+  nothing of it was stored; the pool drops the connection and the transaction is run again on
+  another one, up to four attempts, then raised as :class:`~asm_postgres.errors.ConnectionLostError`
+  with ``committed="no"``;
 * a deadlock or serialization failure: the server rolled the transaction back; it is retried;
-* anywhere else before ``COMMIT``: the transaction is rolled back and the failure raised as a
-  typed error (:func:`asm_postgres.errors.map_error`) - nothing of it was stored;
-* during ``COMMIT``: a lost connection leaves the outcome unknown, and the error says so.
+* any other failure before ``COMMIT``: the transaction is rolled back and the failure raised as
+  a typed error (:func:`asm_postgres.errors.map_error`) - nothing of it was stored;
+* the connection breaks while ``COMMIT`` is in flight: the outcome is unknown, nothing is
+  retried here, and the error says so (``committed="unknown"``); the kernel re-sends the unit,
+  which is idempotent by its events' ids.
 
 A read is one autocommit statement, retried on a dead connection (reading twice is harmless).
 """
@@ -42,7 +46,7 @@ class PoolStats:
     commits: int = 0  #: units committed (replays excluded)
     replays: int = 0  #: units answered from the stored events
     retries: int = 0  #: transactions re-run after a deadlock or serialization failure
-    stale_connections: int = 0  #: pooled connections found dead when used, and replaced
+    reconnects: int = 0  #: connections found broken before COMMIT (or a read), the work re-run on another
 
 
 class Database:
@@ -129,26 +133,30 @@ class Database:
         pool = self.need_open()
         for attempt in range(1, _ATTEMPTS + 1):
             committing = False
+            last = attempt == _ATTEMPTS
             try:
                 async with pool.connection() as conn:
                     try:
                         await conn.execute("BEGIN")
-                    except psycopg.OperationalError:
-                        if conn.broken and attempt < _ATTEMPTS:
-                            self.stats.stale_connections += 1
-                            continue  # the pool drops the broken connection; nothing was sent
-                        raise
-                    try:
                         result = await body(conn)
                         committing = True
                         await conn.execute("COMMIT")
                         return result
+                    except psycopg.OperationalError:
+                        if conn.broken and not committing and not last:
+                            # Nothing of an uncommitted transaction survives its connection:
+                            # run it again on another one (the pool drops the broken one).
+                            self.stats.reconnects += 1
+                            continue
+                        if not conn.broken:
+                            await _rollback(conn)
+                        raise
                     except Exception:
                         if not conn.broken:
                             await _rollback(conn)
                         raise
             except (pe.DeadlockDetected, pe.SerializationFailure):
-                if attempt >= _ATTEMPTS:
+                if last:
                     raise
                 self.stats.retries += 1
                 await asyncio.sleep(0.005 * attempt)
@@ -173,7 +181,7 @@ class Database:
                         return list(await cur.fetchall())
                     except psycopg.OperationalError:
                         if conn.broken and attempt < _ATTEMPTS:
-                            self.stats.stale_connections += 1
+                            self.stats.reconnects += 1
                             continue
                         raise
             except PoolClosed:

@@ -21,7 +21,7 @@ from asm_kernel.errors import StorageError
 from asm_kernel.model import Event, Run, RunStatus, Session
 from asm_kernel.writes import RunWrite, WriteUnit
 from fake_pg import PasswordRefusingServer
-from pg_helpers import admin, sql, store_for
+from pg_helpers import admin, sql, sql_holding, store_for
 
 from asm_postgres.errors import (
     ConnectionLostError,
@@ -136,12 +136,13 @@ def _cancel_unit(s: Session, run: Run) -> WriteUnit:
     return WriteUnit(s.id, events, runs=[cancel])
 
 
-async def _blocked_backend(app: str) -> int:
+async def _blocked_backend(app: str, skip: set[int] | None = None) -> int:
     """The pid of the store's connection once it waits for a lock (polled, no time bound)."""
     while True:
         rows = sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'", [app])
-        if rows:
-            return int(rows[0][0])
+        pids = [int(r[0]) for r in rows if int(r[0]) not in (skip or set())]
+        if pids:
+            return pids[0]
         await asyncio.sleep(0.02)
 
 
@@ -151,33 +152,88 @@ async def _assert_unchanged(store: PostgresStore, s: Session, run: Run) -> None:
     assert (await store.get_run(run.id)).status is RunStatus.PENDING
 
 
-async def test_a_connection_dropped_mid_transaction_stores_nothing_and_the_pool_recovers(pg_schema: str) -> None:
+async def test_a_connection_dropped_mid_transaction_is_retried_on_another(pg_schema: str) -> None:
     app = f"asm-t-{uuid.uuid4().hex[:8]}"
     store = store_for(pg_schema, application_name=app, pool_max_size=2)
     await store.open()
     try:
         s, run = await _session_with_run(store)
-        with admin() as holder:
+        with sql_holding(pg_schema, run.id) as release:
             # The unit locks the session (granted), then waits for the run's row lock held here.
-            holder.execute("BEGIN")
-            holder.execute(f'SELECT 1 FROM "{pg_schema}".runs WHERE id = %s FOR UPDATE', [run.id])
             task = asyncio.create_task(store.commit(_cancel_unit(s, run)))
-            pid = await _blocked_backend(app)
-            sql("SELECT pg_terminate_backend(%s)", [pid])
-            with pytest.raises(ConnectionLostError) as info:
-                await task
-            holder.execute("ROLLBACK")
-        err = info.value
-        assert err.retryable and err.details["committed"] == "no"
-        assert "127.0.0.1:5432/test" in str(err) and pg_schema in str(err)
-        await _assert_unchanged(store, s, run)
-        # The pool replaced the dead connection: the same unit now goes through.
-        committed = await store.commit(_cancel_unit(s, run))
-        assert [e.seq for e in committed.events] == [2, 3]
+            killed = await _blocked_backend(app)
+            sql("SELECT pg_terminate_backend(%s)", [killed])
+            await _blocked_backend(app, skip={killed})  # the same unit, again, on a new connection
+            release()
+            committed = await task
+        assert [e.seq for e in committed.events] == [2, 3] and store.stats.reconnects == 1
+        assert [e.type for e in await store.read(s.id)] == ["note", "run_cancelled", "note"]  # once
         # Idle pooled connections killed behind the store's back are replaced without an error.
         sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", [app])
         assert [e.seq for e in await store.append(s.id, [Event(session_id=s.id, type="after")])] == [4]
-        assert store.stats.stale_connections >= 1
+        assert store.stats.reconnects >= 2
+    finally:
+        await store.close()
+
+
+async def test_a_connection_that_keeps_dropping_is_an_error_and_stores_nothing(pg_schema: str) -> None:
+    app = f"asm-t-{uuid.uuid4().hex[:8]}"
+    store = store_for(pg_schema, application_name=app, pool_max_size=2)
+    await store.open()
+    try:
+        s, run = await _session_with_run(store)
+        killed: set[int] = set()
+        with sql_holding(pg_schema, run.id):
+            task = asyncio.create_task(store.commit(_cancel_unit(s, run)))
+            while not task.done():  # every attempt is cut while it waits for the lock
+                blocked = asyncio.create_task(_blocked_backend(app, skip=killed))
+                await asyncio.wait([task, blocked], return_when=asyncio.FIRST_COMPLETED)
+                if blocked.done():
+                    killed.add(blocked.result())
+                    sql("SELECT pg_terminate_backend(%s)", [blocked.result()])
+                else:
+                    blocked.cancel()
+            with pytest.raises(ConnectionLostError) as info:
+                await task
+        err = info.value
+        assert len(killed) == 4 and err.retryable and err.details["committed"] == "no"
+        assert "127.0.0.1:5432/test" in str(err) and pg_schema in str(err) and "nothing of it was stored" in str(err)
+        await _assert_unchanged(store, s, run)
+        # The pool replaced the dead connections: the same unit now goes through.
+        assert [e.seq for e in (await store.commit(_cancel_unit(s, run))).events] == [2, 3]
+    finally:
+        await store.close()
+
+
+async def test_a_connection_dropped_during_commit_says_the_outcome_is_unknown(pg_schema: str) -> None:
+    app = f"asm-t-{uuid.uuid4().hex[:8]}"
+    store = store_for(pg_schema, application_name=app)
+    await store.open()
+    try:
+        s, run = await _session_with_run(store)
+        # A deferred constraint trigger runs at COMMIT: it sleeps there, and is cut there.
+        sql(
+            f"""CREATE FUNCTION "{pg_schema}".slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.type = 'run_cancelled' THEN PERFORM pg_sleep(60); END IF; RETURN NULL; END $$"""
+        )
+        sql(
+            f'CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON "{pg_schema}".events '
+            f'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION "{pg_schema}".slow_commit()'
+        )
+        unit = _cancel_unit(s, run)
+        task = asyncio.create_task(store.commit(unit))
+        while not (rows := sql("SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                               "AND wait_event = 'PgSleep'", [app])):
+            await asyncio.sleep(0.02)
+        sql("SELECT pg_terminate_backend(%s)", [rows[0][0]])
+        with pytest.raises(ConnectionLostError) as info:
+            await task
+        assert info.value.details["committed"] == "unknown" and "is unknown" in str(info.value)
+        assert "safe" in (info.value.hint or "")
+        await _assert_unchanged(store, s, run)  # here it was not stored; the caller cannot know that
+        sql(f'DROP TRIGGER slow_commit ON "{pg_schema}".events')
+        assert [e.seq for e in (await store.commit(unit)).events] == [2, 3]  # re-sent: stored once
+        assert [e.seq for e in (await store.commit(unit)).events] == [2, 3]  # and again: a replay
     finally:
         await store.close()
 
