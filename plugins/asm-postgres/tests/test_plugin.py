@@ -167,3 +167,21 @@ async def test_follow_and_subscribe_see_appends_of_other_processes(pg_schema: st
             await updates.aclose()
             follower.terminate()
             await follower.wait()
+
+
+def test_config_show_masks_the_supported_ways_of_giving_a_password(tmp_path: Path) -> None:
+    """``dsn = "${VAR}"`` and the ``password`` key are masked by ``asm config show``.
+
+    (A password written literally inside a ``dsn`` in the file is not: the kernel masks by key
+    name and interpolation only - see docs/plugins/postgres.md.)
+    """
+    secret = "Show-Secret-" + uuid.uuid4().hex[:8]
+    path = tmp_path / "asm.toml"
+    path.write_text(f'[store]\nuse = "postgres"\ndsn = "${{TEST_PG_DSN}}"\npassword = "{secret}p"\n')
+    env = {**os.environ, "TEST_PG_DSN": f"postgresql://asm:{secret}@db.example/prod"}
+    shown = subprocess.run([*ASM, "config", "show", "--json", "--config", str(path)], capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    store = json.loads(shown.stdout)["config"]["store"]
+    assert store["use"] == "postgres" and secret not in shown.stdout
+    assert store["dsn"] != env["TEST_PG_DSN"] and store["password"] != f"{secret}p"
