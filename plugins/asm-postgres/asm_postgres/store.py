@@ -20,7 +20,6 @@ from asm_kernel.errors import RunNotFoundError, SessionNotFoundError, StoreClose
 from asm_kernel.model import Event, Fence, Run, RunStatus, Session, SessionStatus
 from asm_kernel.storage import check_claim, check_page, check_read_args, check_unit
 from asm_kernel.writes import Committed, Durability, StoreCapabilities, WriteUnit
-from psycopg import errors as pe
 
 from . import claims, schema
 from .conninfo import ConnInfo
@@ -29,7 +28,7 @@ from .listener import POLL_INTERVAL, Announcer, Listener, Waiters
 from .pool import Database, PoolStats
 from .rows import check_text, check_unit_text, event_from_pg, run_from_row, session_from_row
 from .sql import Statements, present
-from .units import apply_unit, unique_violation
+from .units import Duplicate, apply_unit
 
 __all__ = ["PostgresStore", "PostgresStats"]
 
@@ -179,13 +178,15 @@ class PostgresStore:
         check_unit_text(unit)
         fast = self.durability == "fast"
 
-        async def body(conn: Any) -> Any:
-            try:
-                return await apply_unit(conn, self.sql, unit, payloads, fast=fast)
-            except pe.UniqueViolation as exc:
-                raise unique_violation(exc.diag.constraint_name, unit) from None
-
-        plan = await self.db.transaction(f"writing to session {unit.session_id!r:.80}", body)
+        during = f"writing to session {unit.session_id!r:.80}"
+        try:
+            plan = await self.db.transaction(
+                during, lambda conn: apply_unit(conn, self.sql, unit, payloads, fast=fast)
+            )
+        except Duplicate:  # a retried unit: again, looking its event ids up
+            plan = await self.db.transaction(
+                during, lambda conn: apply_unit(conn, self.sql, unit, payloads, fast=fast, lookup=True)
+            )
         if plan.replayed:
             self.stats.replays += 1
         else:
