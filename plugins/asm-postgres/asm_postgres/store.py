@@ -105,9 +105,17 @@ class PostgresStore:
             sql=True,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._application_name = application_name
+        self._loop_helpers()
+
+    def _loop_helpers(self) -> None:
+        """The waiters, listener and announcer: tasks and futures of the loop the store runs on."""
         self._waiters = Waiters()
         self._listener = Listener(
-            conninfo.conninfo, self.sql.channel, self._waiters, application_name=f"{application_name}-listen"
+            self.conninfo.conninfo,
+            self.sql.channel,
+            self._waiters,
+            application_name=f"{self._application_name}-listen",
         )
         self._announcer = Announcer(
             lambda notes: self.db.query("notifying other processes", self.sql.notify, [self.sql.channel, notes])
@@ -158,8 +166,9 @@ class PostgresStore:
             if loop.is_running():  # the pool's tasks live there: close it there
                 await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.close(), loop))
                 return
-            # Its loop is gone, and the pool's tasks and connections with it: forget them.
+            # Its loop is gone, and the pool's, listener's and waiters' tasks with it: forget them.
             self.db.forget()
+            self._loop_helpers()
             self._loop = None
             return
         if self.db.is_open:

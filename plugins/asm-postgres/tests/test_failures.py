@@ -300,16 +300,23 @@ async def test_a_closed_store_refuses_calls(pg_schema: str) -> None:
 
 def test_a_store_whose_event_loop_ended_can_be_closed_and_opened_again(pg_schema: str) -> None:
     store = store_for(pg_schema)
-    asyncio.run(store.open())
-    asyncio.run(store.close())  # another loop: the pool died with the first one, and is dropped
+    s = Session()
 
-    async def again() -> int:
+    async def first() -> None:
+        await store.open()
+        await store.commit(WriteUnit(s.id, new_session=s))
+        assert await store.wait(s.id, after=0, timeout=0.01) == []  # the listener runs on this loop
+
+    asyncio.run(first())
+    asyncio.run(store.close())  # another loop: the pool and listener died with the first one
+
+    async def again() -> list[int]:
         await store.open()
         try:
-            s = Session()
-            await store.commit(WriteUnit(s.id, new_session=s))
-            return await store.last_seq(s.id)
+            waiter = asyncio.create_task(store.wait(s.id, after=0, timeout=30))
+            await store.append(s.id, [Event(session_id=s.id, type="x")])
+            return [e.seq for e in await waiter]
         finally:
             await store.close()
 
-    assert asyncio.run(again()) == 0
+    assert asyncio.run(again()) == [1]
