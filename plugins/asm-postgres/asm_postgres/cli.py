@@ -58,15 +58,17 @@ def cmd_db(args: argparse.Namespace, ctx: Any) -> int:
         ctx.err.write("asm db: choose a command: status or upgrade (asm db --help)\n")
         return 2
     store = _store(ctx)
+    t = store.target
+    where = f"{t.user}@{t.server}/{t.dbname}"
     as_json = bool(getattr(args, "json", False))
     if command == "upgrade":
         before, after = asyncio.run(store.upgrade())
         if as_json:
             ctx.json_out({"target": str(store.target), "schema": store.target.schema, "from": before, "to": after})
         elif before == after:
-            ctx.line(f"schema {store.target.schema} on {store.target}: already at version {after}, nothing to do")
+            ctx.line(f"schema {t.schema} on {where}: already at version {after}, nothing to do")
         else:
-            ctx.line(f"schema {store.target.schema} on {store.target}: upgraded from version {before} to {after}")
+            ctx.line(f"schema {t.schema} on {where}: upgraded from version {before} to {after}")
         return 0
     status = asyncio.run(store.schema_status())
     if as_json:
@@ -87,7 +89,7 @@ def cmd_db(args: argparse.Namespace, ctx: Any) -> int:
         )
         return 0
     ctx.line(
-        f"schema {status.schema} on {store.target}: version {status.version} ({status.state}; "
+        f"schema {status.schema} on {where}: version {status.version} ({status.state}; "
         f"this asm-postgres needs {status.latest})"
     )
     for version, description, applied_at, by in status.history:
