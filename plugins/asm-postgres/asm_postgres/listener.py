@@ -2,8 +2,9 @@
 
 **Announcing.** When a unit that stored events has committed, the store queues ``(session,
 last seq)`` with its :class:`Announcer`, which sends everything queued in one statement
-(``SELECT pg_notify(channel, '<seq>:<session id>') FROM unnest(...)``), coalescing a session's
-notifications while the previous batch is in flight. Not notifying inside the unit's own
+(``SELECT pg_notify(channel, '<seq>:<session id>') FROM unnest(...)``), at most one statement
+per :data:`ANNOUNCE_INTERVAL` (5 ms): what commits meanwhile goes out together, one
+notification per session. Not notifying inside the unit's own
 transaction is deliberate: PostgreSQL serializes the commits of notifying transactions with a
 database-wide lock held through their WAL flush, so a NOTIFY in every append would make every
 writer of the database wait for every other one. A notification is therefore sent only after
@@ -29,13 +30,16 @@ from typing import Any
 
 from .conninfo import scrub
 
-__all__ = ["Waiters", "Listener", "Announcer", "POLL_INTERVAL"]
+__all__ = ["Waiters", "Listener", "Announcer", "POLL_INTERVAL", "ANNOUNCE_INTERVAL"]
 
 log = logging.getLogger("asm.postgres")
 
 #: How often waiters re-read while no notification can reach them (the listener is down).
 POLL_INTERVAL = 0.5
 _BACKOFF_MAX = 5.0
+#: Shortest time between two notify statements of one store: appends closer together than this
+#: are announced together (a waiter elsewhere learns of them at most this much later).
+ANNOUNCE_INTERVAL = 0.005
 #: Longest notification payload PostgreSQL takes is 8000 bytes; longer session ids wake everyone.
 _MAX_NOTE = 7900
 
@@ -168,6 +172,7 @@ class Announcer:
         self._send = send
         self._pending: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._last = float("-inf")
         self.sent = 0  #: notify statements run
         self.notes = 0  #: notifications sent
 
@@ -182,7 +187,13 @@ class Announcer:
             self._task = asyncio.get_running_loop().create_task(self._drain(), name="asm-postgres-announce")
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._pending:
+            # At most one notify statement per interval: a fast writer's appends share one.
+            wait = self._last + ANNOUNCE_INTERVAL - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last = loop.time()
             batch, self._pending = self._pending, {}
             notes = []
             for session_id, seq in batch.items():
