@@ -155,6 +155,9 @@ class Database:
                         if not conn.broken:
                             await _rollback(conn)
                         raise
+                    except BaseException:  # cancelled mid-statement
+                        _discard(conn)
+                        raise
             except (pe.DeadlockDetected, pe.SerializationFailure):
                 if last:
                     raise
@@ -184,6 +187,11 @@ class Database:
                             self.stats.reconnects += 1
                             continue
                         raise
+                    except Exception:
+                        raise
+                    except BaseException:  # cancelled mid-statement
+                        _discard(conn)
+                        raise
             except PoolClosed:
                 raise self._closed() from None
             except PoolTimeout as exc:
@@ -191,6 +199,17 @@ class Database:
             except psycopg.Error as exc:
                 raise map_error(exc, self.target, during=during, statement_timeout=self.statement_timeout) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _discard(conn: Any) -> None:
+    """Close a connection whose statement was interrupted (the task was cancelled).
+
+    psycopg has asked the server to cancel the statement; a cancel request is a signal to the
+    backend that can arrive after the statement ended and hit the next one this connection
+    runs - another caller's, once the pool hands it out again. So it is closed here (the pool
+    replaces it) rather than rolled back and reused.
+    """
+    conn.pgconn.finish()
 
 
 async def _rollback(conn: Any) -> None:

@@ -320,3 +320,24 @@ def test_a_store_whose_event_loop_ended_can_be_closed_and_opened_again(pg_schema
             await store.close()
 
     assert asyncio.run(again()) == [1]
+
+
+async def test_a_cancelled_unit_stores_nothing_and_its_connection_is_not_reused(pg_schema: str) -> None:
+    app = f"asm-t-{uuid.uuid4().hex[:8]}"
+    store = store_for(pg_schema, application_name=app, pool_max_size=2)
+    await store.open()
+    try:
+        s, run = await _session_with_run(store)
+        with sql_holding(pg_schema, run.id):
+            task = asyncio.create_task(store.commit(_cancel_unit(s, run)))
+            await _blocked_backend(app)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await _assert_unchanged(store, s, run)
+        # The interrupted connection was closed, not handed out again (a late cancel request
+        # could otherwise hit another caller's statement).
+        assert store.db.need_open().get_stats().get("returns_bad") == 1
+        assert [e.seq for e in (await store.commit(_cancel_unit(s, run))).events] == [2, 3]
+    finally:
+        await store.close()
