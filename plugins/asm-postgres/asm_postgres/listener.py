@@ -4,10 +4,10 @@
 last seq)`` with its :class:`Announcer`, which sends everything queued in one statement
 (``SELECT pg_notify(channel, '<seq>:<session id>') FROM unnest(...)``), at most one statement
 per :data:`ANNOUNCE_INTERVAL` (5 ms): what commits meanwhile goes out together, one
-notification per session. Not notifying inside the unit's own
-transaction is deliberate: PostgreSQL serializes the commits of notifying transactions with a
-database-wide lock held through their WAL flush, so a NOTIFY in every append would make every
-writer of the database wait for every other one. A notification is therefore sent only after
+notification per session. Not notifying inside the unit's own transaction is deliberate:
+PostgreSQL serializes the commits of notifying transactions with a database-wide lock held
+through their WAL flush, so a NOTIFY in every append would make every writer of the database
+wait for every other one. A notification is therefore sent only after
 its events are visible, and a process that dies between its commit and its announcement costs
 waiters elsewhere latency (until their next poll or timeout), never an event.
 
