@@ -235,27 +235,21 @@ def plan_unit(unit: WriteUnit, state: UnitState) -> UnitPlan:
     """Check ``unit``'s conditions against ``state`` and say what to write, or raise.
 
     The order is part of the contract (every store gives the same error for the same unit):
-    the session exists (or is new); a full replay returns the stored events; the fence; the
+    a full replay returns the stored events; the session exists (or is new); the fence; the
     session's status and live runs; new runs do not exist; each run write's conditions;
     ``expected_seq``. Raises :class:`SessionNotFoundError`, :class:`AlreadyExistsError`,
     :class:`LeaseLostError`, :class:`WriteConflictError`, :class:`RunNotFoundError` or
     :class:`SeqConflictError`; returns a :class:`UnitPlan` otherwise.
     """
     sid = unit.session_id
-    if unit.new_session is not None:
-        if state.session is not None:
-            raise AlreadyExistsError(f"session {sid!r} already exists")
-    elif state.session is None:
-        raise SessionNotFoundError(
-            f"no session {sid!r}" + (": cannot append to it" if unit.events else ""),
-            hint="create the session first; `asm sessions list` shows the ids",
-        )
     for event, stored in zip(unit.events, state.stored, strict=True):
         if stored is not None and stored.session_id != sid:
             raise AlreadyExistsError(
                 f"event id {event.id!r} is already used in another session",
                 hint="event ids must be unique across the store",
             )
+    # A replay first: a unit that created the session, sent again after its answer was lost,
+    # finds the session it made and is recognised by its events, not refused.
     if unit.events and all(s is not None for s in state.stored):
         return UnitPlan(
             events=tuple(s for s in state.stored if s is not None),
@@ -266,6 +260,14 @@ def plan_unit(unit: WriteUnit, state: UnitState) -> UnitPlan:
             create_runs=frozenset(),
             last_seq=state.last_seq,
             replayed=True,
+        )
+    if unit.new_session is not None:
+        if state.session is not None:
+            raise AlreadyExistsError(f"session {sid!r} already exists")
+    elif state.session is None:
+        raise SessionNotFoundError(
+            f"no session {sid!r}" + (": cannot append to it" if unit.events else ""),
+            hint="create the session first; `asm sessions list` shows the ids",
         )
     if unit.fence is not None:
         fenced = state.runs.get(unit.fence.run_id)

@@ -252,8 +252,16 @@ def test_validate_settings_structures_every_supported_type() -> None:
     rich = validate_settings(
         _Rich,
         {
-            "name": "n", "key": "sk-xyz-secret", "where": "~/data", "colour": "blue", "mode": "fast",
-            "inner": {"size": 3}, "inners": {"a b": {"label": "y"}}, "pair": [2, "b"], "tags": ["t"], "limit": 2.5,
+            "name": "n",
+            "key": "sk-xyz-secret",
+            "where": "~/data",
+            "colour": "blue",
+            "mode": "fast",
+            "inner": {"size": 3},
+            "inners": {"a b": {"label": "y"}},
+            "pair": [2, "b"],
+            "tags": ["t"],
+            "limit": 2.5,
         },
         "providers[0]",
     )
@@ -411,3 +419,21 @@ def test_an_unknown_key_that_is_not_a_bare_key_is_quoted_in_the_path() -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict({"run": {"max turns": 3}}, env={})
     assert info.value.path == 'run."max turns"' and 'did you mean "max_turns"?' in str(info.value)
+
+
+def test_literal_passwords_in_connection_strings_are_masked_in_the_effective_config() -> None:
+    from asm_kernel.config import config_from_dict
+
+    cfg = config_from_dict(
+        {
+            "store": {
+                "use": "memory",
+                "dsn": "postgresql://asm:hunter2pw@db:5432/asm",
+                "conninfo": "host=db password=s3cr3tzz",
+            }
+        },
+        env={},
+    )
+    shown = repr(cfg.masked())
+    assert "hunter2pw" not in shown and "s3cr3tzz" not in shown
+    assert "postgresql://asm:****@db:5432/asm" in shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -10,7 +11,7 @@ from typing import Any, Literal
 import attrs
 from attrs import field, frozen
 
-from ..secrets import Secret
+from ..secrets import Secret, mask_url
 from .sources import MASK, MaskedStr, Unset, default_home, is_secret_key, join_key
 
 __all__ = [
@@ -46,7 +47,21 @@ def mask(value: Any, path: str = "", secret_paths: frozenset[str] = frozenset())
         return out
     if isinstance(value, list | tuple):
         return [mask(item, f"{path}[{i}]", secret_paths) for i, item in enumerate(value)]
+    if isinstance(value, str):
+        return _mask_credentials(value)
     return value
+
+
+_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd)\s*=\s*('[^']*'|\S+)")
+
+
+def _mask_credentials(text: str) -> str:
+    """A literal URL password (``postgresql://u:pw@h``) or ``password=...`` parameter, masked."""
+    if "://" in text and "@" in text:
+        text = mask_url(text)
+    if "=" in text:
+        text = _PASSWORD_PARAM.sub(lambda m: f"{m.group(1)}={MASK}", text)
+    return text
 
 
 @frozen(repr=False)
