@@ -37,7 +37,8 @@ from .sql import Statements
 
 __all__ = ["apply_unit", "unique_violation", "Duplicate"]
 
-#: Event types a ``"fast"`` store commits without waiting for the WAL flush (see the docs).
+#: Event types a ``"fast"`` store commits without waiting for the WAL flush (see the docs),
+#: beside every unit the kernel marks ``durable=False`` (deltas, a tool round's intermediate events).
 STREAM_DELTAS = frozenset({"message_streamed", "thinking_streamed"})
 
 
@@ -141,7 +142,8 @@ async def _write(
     if plan.new_events:
         by_id = {e.id: p for e, p in zip(unit.events, payloads, strict=True)}
         cols = event_rows(plan.new_events, by_id)
-        sync = "off" if fast and all(e.type in STREAM_DELTAS for e in plan.new_events) else "on"
+        lazy = not unit.durable or all(e.type in STREAM_DELTAS for e in plan.new_events)
+        sync = "off" if fast and lazy and not (unit.runs or unit.new_runs or unit.session) else "on"
         if session_written:
             await conn.execute(sql.append_only, [*cols, sync])
         else:
