@@ -22,8 +22,8 @@ import pytest
 pytest.importorskip("asm_postgres")
 pytest.importorskip("asm_duckdb")
 
-from asm_kernel import Kernel, RunStatus  # noqa: E402
-from asm_kernel.testing import assert_record_and_log_agree  # noqa: E402
+from asm_kernel import Kernel, RunStatus
+from asm_kernel.testing import assert_record_and_log_agree
 
 DSN = os.environ.get("ASM_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -130,7 +130,7 @@ def test_a_killed_worker_s_runs_are_recovered_by_another_and_nothing_runs_twice(
             waited = asm(tmp_path, "wait", item["run_id"], "--json", "--timeout", "90")
             results.append(json.loads(waited.stdout))
         os.kill(survivor.pid, signal.SIGTERM)  # a rolling stop: it exits cleanly
-        out, err = survivor.communicate(timeout=60)
+        _, err = survivor.communicate(timeout=60)
         assert survivor.returncode == 0, err
         assert "stopped" in err
     finally:
