@@ -309,21 +309,18 @@ class PluginManager:
         self._registered_components = True
         for kind, hook_name in KINDS.items():
             registry = self.registries[kind]
-            before: dict[str, set[str]] = {}
-
-            def kwargs_for(plugin: str, registry: Registry = registry, before: dict[str, set[str]] = before) -> Any:
-                before[plugin] = set(registry.names())
-                return {"register": Register(registry, plugin)}
-
-            for plugin, exc in self.call_each(hook_name, kwargs_for):
-                if isinstance(exc, DuplicateComponentError):
-                    raise exc
-                if exc is not None:
-                    self._quarantine(plugin, exc)
+            for impl in self.impls(hook_name):
+                before = set(registry.names())
+                try:
+                    self._solo_caller(hook_name, impl.plugin)(register=Register(registry, impl.plugin_name))
+                except DuplicateComponentError:
+                    raise
+                except Exception as exc:
+                    self._quarantine(impl.plugin_name, exc)
                     continue
-                info = self.plugins.get(plugin)
+                info = self.plugins.get(impl.plugin_name)
                 if info is not None:
-                    info.components.extend(f"{kind}:{n}" for n in sorted(set(registry.names()) - before[plugin]))
+                    info.components.extend(f"{kind}:{n}" for n in sorted(set(registry.names()) - before))
         return self.registries
 
     def _quarantine(self, name: str, exc: BaseException) -> None:
