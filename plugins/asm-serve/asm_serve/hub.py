@@ -39,6 +39,9 @@ __all__ = ["Stream", "SessionHub", "Hubs", "encode_event", "encode_close"]
 
 log = logging.getLogger("asm.serve")
 
+#: Events dispatched between two chances for the streams to send what they were offered.
+YIELD_EVERY = 32
+
 
 def encode_event(event: Event) -> bytes:
     """One SSE message: ``id: <seq>`` and the event as JSON (the shape of ``GET .../events``)."""
@@ -111,8 +114,14 @@ class SessionHub:
         try:
             self.cursor = await kernel.store.last_seq(self.session_id)
             self.ready.set()
+            dispatched = 0
             async for event in kernel.runtime.subscribe(self.session_id, after=self.cursor, poll=self._hubs.poll):
                 self.dispatch(event)
+                dispatched += 1
+                if dispatched % YIELD_EVERY == 0:
+                    # A long batch (a burst of appends read at once) must not fill the buffers
+                    # of streams that read fine: let them send. The cursor is exact here too.
+                    await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

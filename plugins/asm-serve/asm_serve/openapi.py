@@ -194,6 +194,9 @@ def _paths(max_await: float) -> dict[str, Any]:
         "/v1/health": {"get": _op("health", "liveness", (200, "Health"), errors=(), secured=False, tags=server)},
         "/v1/ready": {"get": _op("ready", "readiness: the store answers and the server accepts requests",
                                  (200, "Ready"), errors=(503,), secured=False, tags=server)},
+        "/v1/openapi.json": {"get": {"operationId": "openapi", "summary": "this document", "tags": list(server),
+                                     "security": [], "responses": {"200": {"description": "OpenAPI 3.1",
+                                                                           **_json(_OBJ)}}}},
         "/v1/server": {"get": _op("server", "this server, its features and the caller's key", (200, "ServerInfo"),
                                   errors=(401,), tags=server)},
         "/v1/sessions": {
