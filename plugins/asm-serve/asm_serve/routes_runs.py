@@ -12,6 +12,7 @@ event stream or ``GET /v1/runs/{id}/await``.
 from __future__ import annotations
 
 from typing import Any, cast
+from urllib.parse import quote
 
 from asm_kernel.errors import ValidationError
 from asm_kernel.model import ContentBlock, Message, Run, RunStatus
@@ -39,16 +40,25 @@ def run_input(value: Any) -> Any:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        blocks = []
-        for i, item in enumerate(value):
-            try:
-                blocks.append(from_dict(item, cast("type[Any]", ContentBlock)))
-            except ValidationError as exc:
-                raise ValidationError(exc.message, path=f"input[{i}]", hint=exc.hint) from None
-        return blocks
+        return [_block(item, f"input[{i}]") for i, item in enumerate(value)]
     if isinstance(value, dict):
         return from_dict(value, Message)
     raise ValidationError("input must be text, a list of content blocks or a user message", path="input")
+
+
+def _block(item: Any, path: str) -> Any:
+    """One content block (the union of block types has no class to name in from_dict's errors)."""
+    from cattrs import BaseValidationError
+
+    from asm_kernel.serialization import converter
+
+    try:
+        return converter().structure(item, cast("type[Any]", ContentBlock))
+    except ValidationError as exc:
+        raise ValidationError(exc.message, path=path, hint=exc.hint) from None
+    except (BaseValidationError, TypeError, ValueError, KeyError, AttributeError):
+        raise ValidationError("not a content block", path=path,
+                              hint='e.g. {"type": "text", "text": "..."}; see the block types in the docs') from None
 
 
 def _submit_kwargs(body: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +81,7 @@ def _submit_kwargs(body: dict[str, Any]) -> dict[str, Any]:
 
 async def _submitted(ctx: Ctx, run_id: str) -> Response:
     run = await ctx.kernel.sessions.get_run(run_id)
-    return json_response(to_dict(run), 202, headers={"Location": f"/v1/runs/{run.id}"})
+    return json_response(to_dict(run), 202, headers={"Location": f"/v1/runs/{quote(run.id, safe='')}"})
 
 
 async def submit(request: Request) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import quote
 
 from asm_kernel.errors import ValidationError
 from asm_kernel.model import SessionStatus
@@ -72,7 +73,7 @@ async def create_session(request: Request) -> Response:
     )
     data = to_dict(session)
     data["summary"] = await summary(ctx.kernel, session)
-    return json_response(data, 201, headers={"Location": f"/v1/sessions/{session.id}"})
+    return json_response(data, 201, headers={"Location": f"/v1/sessions/{quote(session.id, safe='')}"})
 
 
 async def get_sessions(request: Request) -> Response:
