@@ -55,10 +55,11 @@ async function api(path, options = {}) {
   return data;
 }
 
-function fmtTime(iso) {
-  if (!iso) return "";
+function fmtWhen(iso) {
+  // Today's times alone: the column stays narrow on a laptop screen.
   const d = new Date(iso);
-  return isNaN(d) ? iso : d.toLocaleString();
+  if (isNaN(d)) return iso || "";
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleDateString();
 }
 
 function fmtCost(cost) {
@@ -111,9 +112,11 @@ function renderSessions() {
     const row = el("tr");
     row.dataset.id = session.id;
     if (state.selected === session.id) row.classList.add("selected");
-    row.append(el("td", session.id, "id"), el("td", session.status, "status-" + session.status),
+    const idCell = el("td", session.id, "id");
+    idCell.title = session.id;
+    row.append(idCell, el("td", session.status, "status-" + session.status),
       el("td", session.agent_id), el("td", s.provider ? `${s.provider}${s.model ? " / " + s.model : ""}` : "–"),
-      el("td", tokens(s.usage), "num"), el("td", fmtCost(s.cost), "num"), el("td", fmtTime(s.last_activity)));
+      el("td", tokens(s.usage), "num"), el("td", fmtCost(s.cost), "num"), el("td", fmtWhen(s.last_activity)));
     row.addEventListener("click", () => selectSession(session.id));
     body.append(row);
   }
