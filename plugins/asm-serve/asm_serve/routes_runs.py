@@ -48,9 +48,8 @@ def run_input(value: Any) -> Any:
 
 def _block(item: Any, path: str) -> Any:
     """One content block (the union of block types has no class to name in from_dict's errors)."""
-    from cattrs import BaseValidationError
-
     from asm_kernel.serialization import converter
+    from cattrs import BaseValidationError
 
     try:
         return converter().structure(item, cast("type[Any]", ContentBlock))

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from serve_helpers import KEYS, ServerThread  # noqa: E402
+from serve_helpers import KEYS, ServerThread
 
 
 @pytest.fixture(autouse=True)

@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_helpers import TOKEN_A, TOKEN_B, TOKEN_OPS, ServerThread, auth, sse_messages
-
 from asm_kernel import Kernel, hookimpl
 from asm_kernel.builtin.memory import MemoryStore
 from asm_kernel.errors import ConfigError, ProviderAuthError
 from asm_kernel.model import Message, MessageDone, TextBlock, TextDelta
+from serve_helpers import TOKEN_A, TOKEN_B, TOKEN_OPS, ServerThread, auth, sse_messages
+
 from asm_serve.server import AsmServer
 from asm_serve.settings import load_settings
 
@@ -155,10 +155,6 @@ def test_without_keys_only_loopback_is_allowed() -> None:
 
 API_KEY = "canary-api-key-7f3a9c1e5b2d4f60"
 PROVIDER_KEY = "sk-canary-provider-9d8c7b6a5f4e3d2c"
-
-
-class _LeakySettings:
-    pass
 
 
 class _Leaky:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,11 +21,10 @@ from typing import Any
 import attrs
 import httpx
 import pytest
-from serve_helpers import SLOW_ECHO, TOKEN_OPS, ServerThread
-
 from asm_kernel import Kernel
 from asm_kernel.cli import CliContext, main
 from asm_kernel.cli.serverfile import ServerFile, server_file_for, write_server_file
+from serve_helpers import SLOW_ECHO, TOKEN_OPS, ServerThread
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -56,7 +55,8 @@ def both(server: ServerThread, monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 
 def _seed(server: ServerThread) -> tuple[str, str]:
     with httpx.Client(base_url=server.url, timeout=20) as client:
-        sid = client.post("/v1/sessions", json={"agent_id": "support", "tags": ["vip"], "metadata": {"n": 1}}).json()["id"]
+        body = {"agent_id": "support", "tags": ["vip"], "metadata": {"n": 1}}
+        sid = client.post("/v1/sessions", json=body).json()["id"]
         for text in ("first question", "second question"):
             run = client.post(f"/v1/sessions/{sid}/runs", json={"input": text}).json()
             client.get(f"/v1/runs/{run['id']}/await", params={"timeout": 10})
@@ -80,7 +80,9 @@ def _seed(server: ServerThread) -> tuple[str, str]:
         ("events", "{sid}", "--type", "run_completed", "--type", "run_started", "--json"),
     ],
 )
-def test_same_output_through_the_server_as_from_the_store(server: ServerThread, both: Any, argv: tuple[str, ...]) -> None:
+def test_same_output_through_the_server_as_from_the_store(
+    server: ServerThread, both: Any, argv: tuple[str, ...]
+) -> None:
     sid, _ = _seed(server)
     remote, direct = both(*(a.format(sid=sid) for a in argv))
     assert remote == direct
@@ -260,7 +262,7 @@ def test_while_asm_serve_owns_a_duckdb_file_the_cli_talks_to_it(tmp_path: Path) 
                                 ("events", sid, "--json"), ("events", sid))}
     finally:
         served.send_signal(signal.SIGTERM)
-        out, err = served.communicate(timeout=60)
+        _out, err = served.communicate(timeout=60)
     assert served.returncode == 0, err
     assert not server_file.exists()
     for argv, text in through.items():  # the file is free now: the same commands read it directly

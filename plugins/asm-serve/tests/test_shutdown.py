@@ -80,7 +80,7 @@ def test_cancel_on_shutdown_records_the_cancel() -> None:
     srv.start()
     got: list[tuple[str, dict[str, Any]]] = []
     with httpx.Client(base_url=srv.url, timeout=30) as client:
-        sid, run_id = _start_long_run(client, 3000)  # far longer than the test
+        sid, _run_id = _start_long_run(client, 3000)  # far longer than the test
         reader = _follow(srv.url, sid, got)
         _wait_for(got, "message_streamed")
     srv.stop()
@@ -121,10 +121,10 @@ def test_sigterm_stops_a_real_asm_serve(tmp_path: Path) -> None:
         lines.append(line)
         found = re.search(r"at (http://127\.0\.0\.1:\d+) ", line)
         url = found.group(1) if found else None
-    assert any("no API keys configured" in line for line in lines + [proc.stderr.readline()])
+    assert any("no API keys configured" in line for line in [*lines, proc.stderr.readline()])
     got: list[tuple[str, dict[str, Any]]] = []
     with httpx.Client(base_url=url, timeout=30) as client:
-        sid, run_id = _start_long_run(client, 80)
+        sid, _run_id = _start_long_run(client, 80)
         reader = _follow(url, sid, got)
         _wait_for(got, "message_streamed")
     proc.send_signal(signal.SIGTERM)

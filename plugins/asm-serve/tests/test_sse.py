@@ -28,8 +28,10 @@ def _log(client: httpx.Client, sid: str) -> list[dict[str, Any]]:
     return client.get(f"/v1/sessions/{sid}/events", params={"limit": 1000}).json()["items"]  # type: ignore[no-any-return]
 
 
-def _read(client: httpx.Client, sid: str, *, until: Any, headers: dict[str, str] | None = None,
-          params: dict[str, Any] | None = None, stop_after: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def _read(
+    client: httpx.Client, sid: str, *, until: Any, headers: dict[str, str] | None = None,
+    params: dict[str, Any] | None = None, stop_after: int | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Events (and control event names) of one connection, until ``until(event)`` or ``stop_after`` events."""
     got: list[dict[str, Any]] = []
     controls: list[str] = []
