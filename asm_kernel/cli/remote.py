@@ -360,8 +360,11 @@ def find_server(ctx: CliContext) -> Remote | None:
     store_path = _store_file(ctx)
     if store_path is None:
         return None
-    path = server_file_for(store_path)
-    info = read_server_file(path)
+    try:
+        path = server_file_for(store_path)
+        info = read_server_file(path)
+    except (OSError, ValueError):  # a path no file can have: the store itself says what is wrong
+        return None
     if info is None:
         return None
     remote = Remote(info.url, token=token, source=str(path))
