@@ -133,12 +133,9 @@ class AsmServer:
                 self._force = True
             stop.set()
 
-        if threading.current_thread() is threading.main_thread() and loop.is_running():
-            with contextlib.suppress(RuntimeError):
-                if asyncio.get_running_loop() is loop:
-                    begin()
-                    return
-        loop.call_soon_threadsafe(begin)
+        # From a signal handler (on the loop) or another thread alike: run it on the loop.
+        with contextlib.suppress(RuntimeError):  # the loop already closed: nothing to stop
+            loop.call_soon_threadsafe(begin)
 
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -269,7 +266,3 @@ class AsmServer:
             with contextlib.suppress(FileNotFoundError):
                 self.server_file.unlink()
             self.server_file = None
-
-    @property
-    def uvicorn(self) -> Any:
-        return self._uvicorn

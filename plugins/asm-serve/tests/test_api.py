@@ -174,7 +174,7 @@ def test_await_with_a_timeout_answers_not_done(client: httpx.Client) -> None:
 
 def test_interrupt_cancels_the_running_run_and_runs_the_new_input(client: httpx.Client) -> None:
     sid = _session(client)["id"]
-    first = _run(client, sid, " ".join(["word"] * 300))
+    first = _run(client, sid, " ".join(["word"] * 60))
     for _ in range(200):
         if client.get(f"/v1/runs/{first['id']}").json()["status"] == "running":
             break

@@ -268,3 +268,41 @@ def test_while_asm_serve_owns_a_duckdb_file_the_cli_talks_to_it(tmp_path: Path) 
     for argv, text in through.items():  # the file is free now: the same commands read it directly
         direct = _asm(*argv, cwd=tmp_path, env=env)
         assert direct.returncode == 0 and direct.stdout == text, argv
+
+
+@pytest.mark.duckdb
+@duckdb_v2
+def test_events_follow_goes_on_from_the_file_when_the_server_stops(tmp_path: Path) -> None:
+    (tmp_path / "asm.toml").write_text('[store]\nuse = "duckdb"\npath = "s.duckdb"\n[serve]\nport = 0\n')
+    env = _env(ASM_HOME=str(tmp_path / "home"))
+    served = subprocess.Popen([sys.executable, "-m", "asm_kernel.cli", "serve"], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(300):
+        if (tmp_path / "s.duckdb.server.json").exists():
+            break
+        time.sleep(0.05)
+    first = _asm("run", "through the server", "--json", cwd=tmp_path, env=env)
+    sid = json.loads(first.stdout)["session_id"]
+    follower = subprocess.Popen([sys.executable, "-m", "asm_kernel.cli", "events", sid, "--follow", "--json"],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert follower.stdout is not None
+        lines = [follower.stdout.readline()]
+        while json.loads(lines[-1])["type"] != "run_completed":
+            lines.append(follower.stdout.readline())
+        served.send_signal(signal.SIGTERM)
+        served.communicate(timeout=60)
+        # The file is free: a run made directly reaches the follower, which now polls the file.
+        second = _asm("run", "--session", sid, "straight to the file", cwd=tmp_path, env=env)
+        assert second.returncode == 0, second.stderr
+        lines.append(follower.stdout.readline())
+        while json.loads(lines[-1])["type"] != "run_completed":
+            lines.append(follower.stdout.readline())
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.communicate(timeout=30)
+        if served.poll() is None:
+            served.kill()
+    seqs = [json.loads(line)["seq"] for line in lines]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert json.loads(lines[-1])["payload"]["output"].endswith("straight to the file")

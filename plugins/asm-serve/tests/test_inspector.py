@@ -40,7 +40,7 @@ def browser() -> Iterator[Any]:
 
 
 def test_the_inspector_lists_sessions_streams_a_run_live_and_cancels_it(
-    browser: Any, artifacts: Path
+    browser: Any, artifacts: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with ServerThread() as srv, httpx.Client(base_url=srv.url, timeout=20) as client:
         first = client.post("/v1/sessions", json={"agent_id": "support", "tags": ["vip"]}).json()["id"]
@@ -74,7 +74,8 @@ def test_the_inspector_lists_sessions_streams_a_run_live_and_cancels_it(
         page.locator("#decisions li").first.wait_for()  # routing_decided
         shot = artifacts / "inspector.png"
         page.screenshot(path=str(shot), full_page=True)
-        print(f"\ninspector screenshot: {shot}")
+        with capsys.disabled():
+            print(f"\ninspector screenshot: {shot}")
 
         page.click(f'#runs tbody tr[data-run="{long_run["id"]}"] button')
         page.locator('#events tbody tr[data-type="run_cancelled"]').wait_for()

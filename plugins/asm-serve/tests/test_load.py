@@ -109,7 +109,9 @@ async def _exchange(url: str, pid: int) -> dict[str, Any]:
             "metrics": metrics, "runs": run_ids}
 
 
-def test_500_subscribers_each_receive_every_event_exactly_once(tmp_path: Path) -> None:
+def test_500_subscribers_each_receive_every_event_exactly_once(
+    tmp_path: Path, artifacts: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "asm.toml").write_text(
         '[store]\nuse = "memory"\n'
         '[[providers]]\nname = "echo"\nuse = "echo"\nchunk_size = 4\ndelay = 0.005\n'
@@ -144,8 +146,8 @@ def test_500_subscribers_each_receive_every_event_exactly_once(tmp_path: Path) -
     assert _metric(metrics, "asm_sse_slow_consumers_total") == 0
     assert _metric(metrics, "asm_runs_finished_total{status=\"completed\"}") == SESSIONS * RUNS
     mib = 1024
-    print(
-        f"\nload: {SESSIONS * PER_SESSION} SSE subscribers on {SESSIONS} sessions, {SESSIONS * RUNS} runs; "
+    report = (
+        f"load: {SESSIONS * PER_SESSION} SSE subscribers on {SESSIONS} sessions, {SESSIONS * RUNS} runs; "
         f"{sum(per_session.values())} events stored, {delivered} deliveries, each exactly once\n"
         f"load: connected in {out['connect_s']:.2f} s; runs streamed to every subscriber in {out['streamed_s']:.2f} s "
         f"({delivered / max(out['streamed_s'], 1e-9):,.0f} deliveries/s)\n"
@@ -154,6 +156,9 @@ def test_500_subscribers_each_receive_every_event_exactly_once(tmp_path: Path) -
         f"peak while streaming {out['rss_peak'] / mib:.1f} MiB "
         f"({(out['rss_connected'] - out['rss_idle']) / (SESSIONS * PER_SESSION):.1f} KiB per stream)"
     )
+    (artifacts / "load.txt").write_text(report + "\n")
+    with capsys.disabled():  # the numbers are for people: shown even when pytest captures output
+        print("\n" + report)
     # Memory is bounded by the streams, not by the events: each stream buffers at most
     # serve.sse_buffer events, and here none fell behind. 256 MiB is far above what 500 streams
     # need; growth beyond it would mean buffering without bound.
