@@ -14,6 +14,7 @@ from ..secrets import redact_text
 if TYPE_CHECKING:
     from ..config import Config
     from ..kernel import Kernel
+    from .remote import Remote
 
 __all__ = ["Handler", "CommandRegistry", "CliContext", "add_common", "add_json", "printable"]
 
@@ -97,6 +98,7 @@ class CliContext:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self._config: Config | None = None
+        self._remote: Remote | bool | None = False  # False: not looked for yet
 
     def config(self) -> Config:
         """The validated config (``--config``, else discovered), loaded once per command."""
@@ -127,6 +129,19 @@ class CliContext:
                 run=evolve(cfg.run, provider=None, requires=(), prefers=()),
             )
         return Kernel(cfg, short_lived=True)
+
+    def remote(self) -> Remote | None:
+        """The ``asm serve`` that owns the store (``ASM_URL``, or the server file next to the
+        store file), or None: then open the store directly. Looked up once per command.
+
+        Commands that read or run sessions use it to talk HTTP instead of opening a store file
+        another process holds (see :mod:`asm_kernel.cli.remote`).
+        """
+        if self._remote is False:
+            from .remote import find_server
+
+            self._remote = find_server(self)
+        return self._remote  # type: ignore[return-value]
 
     def _write(self, stream: TextIO, text: str) -> None:
         stream.write(printable(redact_text(text), stream))

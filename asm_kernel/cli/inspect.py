@@ -40,7 +40,13 @@ def cmd_sessions_list(args: argparse.Namespace, ctx: CliContext) -> int:
                 offset=args.offset,
             )
 
-    sessions = run_async(go())
+    remote = ctx.remote()
+    if remote is not None:
+        sessions = remote.list_sessions(
+            status=args.status, agent_id=args.agent, tag=args.tag, limit=args.limit, offset=args.offset
+        )
+    else:
+        sessions = run_async(go())
     if args.json:
         from ..serialization import to_dict
 
@@ -66,7 +72,12 @@ def cmd_sessions_show(args: argparse.Namespace, ctx: CliContext) -> int:
             last = await kernel.store.last_seq(args.id)
             return session, runs, last
 
-    session, runs, last = run_async(go())
+    remote = ctx.remote()
+    if remote is not None:
+        session, summary = remote.session(args.id)
+        runs, last = remote.runs(args.id, limit=1000), summary["last_seq"]
+    else:
+        session, runs, last = run_async(go())
     from ..model import Usage
     from ..serialization import to_dict
 
@@ -116,13 +127,29 @@ def cmd_events(args: argparse.Namespace, ctx: CliContext) -> int:
         elif events:
             events_table(events, ctx.out)
 
+    remote = ctx.remote()
     cursor = args.after
-    events = run_async(read(cursor))
+    if remote is not None:
+        events = remote.events(args.id, after=cursor, limit=args.limit, types=types)
+    else:
+        events = run_async(read(cursor))
     show(events)
     if not args.follow:
         return 0
     if events:
         cursor = events[-1].seq
+    if remote is not None:
+        from .remote import ServerGone
+
+        # Over SSE; JSON Lines are printed as they come, tables in batches like the polls below.
+        try:
+            for batch in remote.follow_batches(
+                args.id, after=cursor, types=types, window=0.0 if args.json else args.interval
+            ):
+                show(batch)
+                cursor = batch[-1].seq
+        except ServerGone as gone:  # the server stopped: go on from the store it released
+            cursor = gone.cursor
     # Follow with short opens: the process running the session keeps the store file.
     while True:
         time.sleep(args.interval)

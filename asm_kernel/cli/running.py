@@ -105,6 +105,10 @@ def cmd_run(args: argparse.Namespace, ctx: CliContext) -> int:
         if value is not None:
             options[key] = value
     seen: dict[str, str] = {}
+    remote = ctx.remote()
+    if remote is not None:
+        return report_result(_run_remote(remote, args, prompt, options, ctx, seen), ctx, json=args.json,
+                             continue_hint=True)
 
     async def go() -> Any:
         async with ctx.kernel() as kernel:
@@ -123,6 +127,80 @@ def cmd_run(args: argparse.Namespace, ctx: CliContext) -> int:
     except Stopped as stop:
         raise Stopped(stop.signal_name, seen.get("session"), seen.get("run")) from None
     return report_result(result, ctx, json=args.json, continue_hint=True)
+
+
+_RUN_FIELDS = ("provider", "model")
+_TERMINAL = frozenset({"run_completed", "run_failed", "run_cancelled", "run_timed_out"})
+
+
+def _run_remote(remote: Any, args: argparse.Namespace, prompt: str, options: dict[str, Any], ctx: CliContext,
+                seen: dict[str, str]) -> Any:
+    """``asm run`` through ``asm serve``: submit, stream the run's events over SSE, await its result.
+
+    Ctrl-C or SIGTERM cancels the run on the server (stored as ``run_cancelled``), as it does
+    when the command runs the session itself.
+    """
+    from ..errors import StorageError
+    from ..model import RunResult
+    from ..serialization import from_dict
+    from .remote import ServerGone, quote
+
+    body: dict[str, Any] = {"input": prompt, **{k: options[k] for k in _RUN_FIELDS if k in options}}
+    run_options = {k: v for k, v in options.items() if k not in _RUN_FIELDS}
+    if run_options:
+        body["options"] = run_options
+    after = 0
+    if args.session is None:
+        body["agent_id"] = args.agent
+        run = remote.post("/v1/runs", {k: v for k, v in body.items() if v is not None})
+    else:
+        _, summary = remote.session(args.session)
+        after = summary["last_seq"]
+        run = remote.post(f"/v1/sessions/{quote(args.session)}/runs", body)
+    seen["session"], seen["run"] = run["session_id"], run["id"]
+    previous = _on_sigterm(_terminate)
+    try:
+        for event in remote.stream(run["session_id"], after=after, run_id=run["id"]):
+            if event.type == "message_streamed" and not args.json:
+                ctx.out.write(event.payload["text"])
+                ctx.out.flush()
+            if event.type in _TERMINAL:
+                break
+        if not args.json:
+            ctx.out.write("\n")
+        outcome = remote.get(f"/v1/runs/{run['id']}/await", timeout=30)
+        while not outcome["done"]:  # the terminal event is stored with the record: rarely taken
+            outcome = remote.get(f"/v1/runs/{run['id']}/await", timeout=30)
+    except ServerGone:
+        raise StorageError(
+            f"the server at {remote.url} stopped before run {run['id']} ended",
+            hint=f"see what was stored: asm events {run['session_id']}",
+        ) from None
+    except (KeyboardInterrupt, _Terminated) as stop:
+        with contextlib.suppress(Exception):
+            remote.post(f"/v1/runs/{run['id']}/cancel", {"reason": "interrupted"})
+        name = "SIGINT" if isinstance(stop, KeyboardInterrupt) else "SIGTERM"
+        raise Stopped(name, seen["session"], seen["run"]) from None
+    finally:
+        _on_sigterm(previous)
+    return from_dict(outcome["result"], RunResult)
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install ``handler`` for SIGTERM (main thread only); returns the previous one."""
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated
 
 
 def result_json(result: Any) -> dict[str, Any]:

@@ -41,6 +41,8 @@ class _Document:
     run: RunDefaults = field(factory=RunDefaults)
     runtime: RuntimeConfig = field(factory=RuntimeConfig)
     resilience: ResilienceConfig = field(factory=ResilienceConfig)
+    #: ``[serve]``: kept as data for the ``asm serve`` plugin (asm-serve), which validates it.
+    serve: Mapping[str, Any] = field(factory=dict)
     home: Path | None = None
 
 
@@ -112,6 +114,7 @@ def config_from_dict(
         run=doc.run,
         runtime=doc.runtime,
         resilience=doc.resilience,
+        serve=dict(doc.serve),
         home=home,
         source=source,
         secret_paths=frozenset(secret_paths),

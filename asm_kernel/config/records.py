@@ -194,6 +194,9 @@ class Config:
     run: RunDefaults = field(factory=RunDefaults)
     runtime: RuntimeConfig = field(factory=RuntimeConfig)
     resilience: ResilienceConfig = field(factory=ResilienceConfig)
+    #: ``[serve]`` as data: the HTTP server plugin (asm-serve) owns and validates it, so the
+    #: kernel keeps no web settings of its own and a config that has them still loads here.
+    serve: Mapping[str, Any] = field(factory=dict)
     home: Path = field(factory=lambda: default_home())
     source: Path | None = None
     secret_paths: frozenset[str] = frozenset()
