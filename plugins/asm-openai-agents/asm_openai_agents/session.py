@@ -113,10 +113,10 @@ class AsmSession:
             )
         self.session_id = session_id
         self.kernel = kernel
+        if isinstance(session_settings, Mapping):
+            session_settings = dict(session_settings)
         self.session_settings = (
-            coerce_session_settings(dict(session_settings) if isinstance(session_settings, Mapping) else session_settings)
-            if session_settings is not None
-            else SessionSettings()
+            coerce_session_settings(session_settings) if session_settings is not None else SessionSettings()
         )
         self.agent_id = agent_id
         self.metadata = dict(metadata or {})

@@ -21,11 +21,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import agents
 import agents.memory
+import pytest
 from asm_kernel import Kernel
+
 from asm_openai_agents import AsmSession
 
 #: Tests about SQLiteSession's own machinery, with why they do not apply to AsmSession.
