@@ -8,6 +8,9 @@ Events (payload bytes are base64 text, serialized by the saver's ``serde`` as ``
 * ``langgraph.writes_put`` — ``ns``, ``checkpoint_id``, ``task_id``, ``task_path``, ``writes`` as
   ``[idx, channel, type, data]``; a regular write (``idx >= 0``) already stored for that task is
   kept, a special one (errors, interrupts: negative ``idx``) replaced, as ``InMemorySaver`` does;
+* ``langgraph.checkpoints_deleted`` — ``checkpoints``: ``[ns, id]`` pairs removed from the view
+  with their writes (``delete_for_runs``, ``prune``); channel values stay, kept checkpoints may
+  share them;
 * ``langgraph.thread_deleted`` — everything before it is gone from the view.
 
 Replayed in seq order these rules give the same view in every process, whatever the
@@ -29,6 +32,7 @@ __all__ = [
     "CHECKPOINT_PUT",
     "BLOB_PUT",
     "WRITES_PUT",
+    "CHECKPOINTS_DELETED",
     "THREAD_DELETED",
     "VIEW_TYPES",
     "Typed",
@@ -43,8 +47,9 @@ __all__ = [
 CHECKPOINT_PUT = "langgraph.checkpoint_put"
 BLOB_PUT = "langgraph.blob_put"
 WRITES_PUT = "langgraph.writes_put"
+CHECKPOINTS_DELETED = "langgraph.checkpoints_deleted"
 THREAD_DELETED = "langgraph.thread_deleted"
-VIEW_TYPES: tuple[str, ...] = (CHECKPOINT_PUT, BLOB_PUT, WRITES_PUT, THREAD_DELETED)
+VIEW_TYPES: tuple[str, ...] = (CHECKPOINT_PUT, BLOB_PUT, WRITES_PUT, CHECKPOINTS_DELETED, THREAD_DELETED)
 
 #: Memory (bytes, roughly) the thread views of one kernel may hold; least recently used threads
 #: are dropped first and rebuilt from their log when used again.
@@ -104,6 +109,10 @@ class ThreadView:
                         value = (kind, base64.b64decode(data))
                         stored[key] = (p["task_id"], channel, value, p.get("task_path", ""))
                         self.size += len(value[1]) + _OVERHEAD
+                elif event.type == CHECKPOINTS_DELETED:
+                    for ns, checkpoint_id in p["checkpoints"]:
+                        self.checkpoints.get(ns, {}).pop(checkpoint_id, None)
+                        self.writes.pop((ns, checkpoint_id), None)
                 elif event.type == THREAD_DELETED:
                     self.checkpoints.clear()
                     self.blobs.clear()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ from asm_kernel import Event
 from asm_kernel.errors import AlreadyExistsError, SessionNotFoundError, StateError, ValidationError
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
@@ -25,37 +27,16 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     SerializerProtocol,
     get_checkpoint_id,
-    get_checkpoint_metadata,
-    writes_sort_key,
 )
-from langgraph.checkpoint.base import WRITES_IDX_MAP
 
-from ._view import BLOB_PUT, CHECKPOINT_PUT, THREAD_DELETED, VIEW_TYPES, WRITES_PUT, ThreadView, encode, views_for
+from ._codec import INLINE_BLOBS, build_tuple, checkpoint_events, config_for, copy_events, thread_and_ns
+from ._view import CHECKPOINTS_DELETED, THREAD_DELETED, VIEW_TYPES, WRITES_PUT, ThreadView, encode, views_for
 
 __all__ = ["AsmCheckpointSaver"]
 
 T = TypeVar("T")
-#: A checkpoint whose channel values exceed this (bytes) stores them in ``blob_put`` events of
-#: the same unit, so no single event nears the store's payload limit.
-INLINE_BLOBS = 1 * 2**20
 #: Sessions listed per page when ``list(None)`` walks every thread.
 _PAGE = 500
-
-
-def _ids(config: RunnableConfig | None, *, where: str) -> tuple[str, str]:
-    configurable = (config or {}).get("configurable") or {}
-    thread_id = configurable.get("thread_id")
-    if thread_id is None or str(thread_id) == "":
-        raise ValidationError(
-            f"{where}: config has no configurable.thread_id",
-            path="config.configurable.thread_id",
-            hint='pass {"configurable": {"thread_id": "..."}} when invoking the graph',
-        )
-    return str(thread_id), str(configurable.get("checkpoint_ns") or "")
-
-
-def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
 
 
 class AsmCheckpointSaver(BaseCheckpointSaver[str]):
@@ -95,6 +76,7 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
             except RuntimeError:
                 loop = None
         self.loop = loop
+        self._sync_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"AsmCheckpointSaver(store={type(self.kernel.store).__name__}, prefix={self.session_prefix!r})"
@@ -152,28 +134,6 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
             view.apply(stored)
         views_for(self.kernel).trim()
 
-    def _tuple(self, view: ThreadView, thread_id: str, ns: str, checkpoint_id: str, config: RunnableConfig | None) -> (
-        CheckpointTuple | None
-    ):
-        with view.lock:  # copy what this tuple needs, decode outside the lock
-            saved = view.checkpoints.get(ns, {}).get(checkpoint_id)
-            if saved is None:
-                return None
-            stored_writes = dict(view.writes.get((ns, checkpoint_id), {}))
-            blobs = view.blobs
-            typed, metadata, parent_id = saved
-            checkpoint: Checkpoint = self.serde.loads_typed(typed)
-            found = {ch: blobs.get((ns, ch, ver)) for ch, ver in checkpoint["channel_versions"].items()}
-        values = {ch: self.serde.loads_typed(b) for ch, b in found.items() if b is not None and b[0] != "empty"}
-        ordered = sorted(stored_writes.items(), key=lambda kv: writes_sort_key(kv[1][3], kv[0][0], kv[0][1]))
-        return CheckpointTuple(
-            config=config or _config(thread_id, ns, checkpoint_id),
-            checkpoint={**checkpoint, "channel_values": values},
-            metadata=self.serde.loads_typed(metadata),
-            parent_config=_config(thread_id, ns, parent_id) if parent_id else None,
-            pending_writes=[(w[0], w[1], self.serde.loads_typed(w[2])) for _, w in ordered],
-        )
-
     async def _thread_ids(self) -> list[str]:
         """Every thread this saver's agent id has a session for (list(None) walks them all)."""
         found: list[str] = []
@@ -188,15 +148,15 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
     # -- the async API ----------------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        thread_id, ns = _ids(config, where="get_tuple")
+        thread_id, ns = thread_and_ns(config, where="get_tuple")
         view = await self._current(thread_id, self._view(thread_id))
         checkpoint_id = get_checkpoint_id(config)
         if checkpoint_id:
-            return self._tuple(view, thread_id, ns, checkpoint_id, config)
+            return build_tuple(self.serde, view, thread_id, ns, checkpoint_id, config)
         with view.lock:
             ids = view.checkpoints.get(ns)
             latest = max(ids) if ids else None
-        return None if latest is None else self._tuple(view, thread_id, ns, latest, None)
+        return None if latest is None else build_tuple(self.serde, view, thread_id, ns, latest, None)
 
     async def alist(
         self,
@@ -207,7 +167,7 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         if config is not None:
-            thread_id, _ = _ids(config, where="list")
+            thread_id, _ = thread_and_ns(config, where="list")
             threads = [thread_id]
             wanted_ns = (config.get("configurable") or {}).get("checkpoint_ns")
             wanted_id = get_checkpoint_id(config)
@@ -224,7 +184,7 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
                 for checkpoint_id in ids:
                     if (wanted_id and checkpoint_id != wanted_id) or (before_id and checkpoint_id >= before_id):
                         continue
-                    found = self._tuple(view, thread_id, ns, checkpoint_id, None)
+                    found = build_tuple(self.serde, view, thread_id, ns, checkpoint_id, None)
                     if found is None:
                         continue
                     if filter and not all(found.metadata.get(k) == v for k, v in filter.items()):
@@ -242,29 +202,10 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        thread_id, ns = _ids(config, where="put")
-        copy = checkpoint.copy()
-        values: dict[str, Any] = copy.pop("channel_values")  # type: ignore[misc]
-        blobs = [
-            [channel, version, *encode(self.serde.dumps_typed(values[channel]) if channel in values else ("empty", b""))]
-            for channel, version in new_versions.items()
-        ]
-        payload: dict[str, Any] = {
-            "ns": ns,
-            "id": checkpoint["id"],
-            "parent_id": (config.get("configurable") or {}).get("checkpoint_id"),
-            "checkpoint": encode(self.serde.dumps_typed(copy)),
-            "metadata": encode(self.serde.dumps_typed(get_checkpoint_metadata(config, metadata))),
-        }
-        events: list[tuple[str, dict[str, Any]]] = []
-        if sum(len(b[3]) for b in blobs) > INLINE_BLOBS:
-            # One event per value, all in the checkpoint's unit: stored together or not at all.
-            events.extend((BLOB_PUT, {"ns": ns, "blobs": [b]}) for b in blobs)
-        else:
-            payload["blobs"] = blobs
-        events.append((CHECKPOINT_PUT, payload))
+        thread_id, ns = thread_and_ns(config, where="put")
+        events = checkpoint_events(self.serde, config, ns, checkpoint, metadata, new_versions)
         await self._append(thread_id, self._view(thread_id), events)
-        return _config(thread_id, ns, checkpoint["id"])
+        return config_for(thread_id, ns, checkpoint["id"])
 
     async def aput_writes(
         self,
@@ -273,7 +214,7 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        thread_id, ns = _ids(config, where="put_writes")
+        thread_id, ns = thread_and_ns(config, where="put_writes")
         checkpoint_id = get_checkpoint_id(config)
         if not checkpoint_id:
             raise ValidationError(
@@ -281,14 +222,16 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
                 path="config.configurable.checkpoint_id",
                 hint="pass the config put() returned",
             )
-        rows = [
+        rows: list[list[Any]] = [
             [WRITES_IDX_MAP.get(channel, idx), channel, *encode(self.serde.dumps_typed(value))]
             for idx, (channel, value) in enumerate(writes)
         ]
         if not rows:
             return
-        payload = {"ns": ns, "checkpoint_id": checkpoint_id, "task_id": task_id, "task_path": task_path, "writes": rows}
-        await self._append(thread_id, self._view(thread_id), [(WRITES_PUT, payload)])
+        head = {"ns": ns, "checkpoint_id": checkpoint_id, "task_id": task_id, "task_path": task_path}
+        # Large writes (an interrupt carrying the state) go one per event, still in one unit.
+        groups = [[r] for r in rows] if sum(len(str(r[3])) for r in rows) > INLINE_BLOBS else [rows]
+        await self._append(thread_id, self._view(thread_id), [(WRITES_PUT, {**head, "writes": g}) for g in groups])
 
     async def adelete_thread(self, thread_id: str) -> None:
         thread_id = str(thread_id)
@@ -296,6 +239,44 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
         if not view.exists:
             return  # never written: nothing to delete
         await self._append(thread_id, view, [(THREAD_DELETED, {})])
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Remove the checkpoints whose metadata ``run_id`` is one of ``run_ids``, in every thread."""
+        wanted = {str(r) for r in run_ids}
+        if not wanted:
+            return
+        for thread_id in await self._thread_ids():
+            view = await self._current(thread_id, self._view(thread_id))
+            with view.lock:
+                saved = [(ns, cid, md) for ns, ids in view.checkpoints.items() for cid, (_, md, _) in ids.items()]
+            doomed = [[ns, cid] for ns, cid, md in saved if self.serde.loads_typed(md).get("run_id") in wanted]
+            if doomed:
+                await self._append(thread_id, view, [(CHECKPOINTS_DELETED, {"checkpoints": doomed})])
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``keep_latest``: only the newest checkpoint of each namespace stays (with its writes and
+        every channel value); ``delete``: the threads are emptied. The events stay in the log."""
+        if strategy not in ("keep_latest", "delete"):
+            raise ValidationError(
+                f"unknown prune strategy {strategy!r}", path="strategy", hint='use "keep_latest" or "delete"'
+            )
+        for thread_id in map(str, thread_ids):
+            if strategy == "delete":
+                await self.adelete_thread(thread_id)
+                continue
+            view = await self._current(thread_id, self._view(thread_id))
+            with view.lock:
+                doomed = [[ns, cid] for ns, ids in view.checkpoints.items() for cid in ids if cid != max(ids)]
+            if doomed:
+                await self._append(thread_id, view, [(CHECKPOINTS_DELETED, {"checkpoints": doomed})])
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, channel value and write of a thread into another, in one unit."""
+        source, target = str(source_thread_id), str(target_thread_id)
+        view = await self._current(source, self._view(source))
+        events = copy_events(view)
+        if events:
+            await self._append(target, self._view(target), events)
 
     def get_next_version(self, current: str | None, channel: None = None) -> str:
         """Sortable string versions with a random suffix (as LangGraph's own savers make them)."""
@@ -311,7 +292,9 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._sync_kernel is not None:
-            result: T = self._sync_kernel._call(coro)
+            # LangGraph writes from a thread pool; a SyncKernel's loop runs one call at a time.
+            with self._sync_lock:
+                result: T = self._sync_kernel._call(coro)
             return result
         try:
             running = asyncio.get_running_loop()
@@ -343,7 +326,11 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
         yield from self._run(collect())
 
     def put(
-        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
     ) -> RunnableConfig:
         return self._run(self.aput(config, checkpoint, metadata, new_versions))
 
@@ -354,3 +341,12 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
 
     def delete_thread(self, thread_id: str) -> None:
         self._run(self.adelete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._run(self.adelete_for_runs(run_ids))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._run(self.aprune(thread_ids, strategy=strategy))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._run(self.acopy_thread(source_thread_id, target_thread_id))

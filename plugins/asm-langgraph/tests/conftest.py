@@ -17,7 +17,7 @@ from asm_kernel import Kernel
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from store_configs import DSN, STORES, drop_schema, problem  # noqa: E402
+from store_configs import DSN, STORES, drop_schema, problem
 
 
 @pytest.fixture(autouse=True)
