@@ -50,9 +50,9 @@ SESSION_DELETED = "adk.session_deleted"
 STATE_UPDATED = "adk.state_updated"
 SESSION_TYPES: tuple[str, ...] = (SESSION_CREATED, EVENT_APPENDED, SESSION_DELETED)
 
-#: Sessions (events held as JSON) one kernel's views may keep; least recently used are dropped
-#: first and rebuilt from their log when used again.
-MAX_SESSION_VIEWS = 10_000
+#: Sessions one kernel's views may keep; least recently used are dropped first and rebuilt from
+#: their log when used again.
+MAX_SESSION_VIEWS = 2_000
 
 
 def _part(value: str) -> str:
@@ -81,16 +81,23 @@ def app_tag(app_name: str) -> str:
 
 
 class SessionView:
-    """The events (as JSON) of one ADK session since its last creation, as of ``cursor``."""
+    """The events of one ADK session since its last creation, as of ``cursor``.
+
+    Events are kept decoded (``decode`` turns a stored payload into an ADK event, once); readers
+    get copies. ``record`` is the asm session record as of ``record_seq``, when this process
+    wrote it last, so an append from an up-to-date session object needs no read.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.cursor = 0
         self.built = False
-        self.events: list[tuple[int, dict[str, Any]]] = []
+        self.events: list[tuple[int, Any]] = []
         self.deleted = False
+        self.record: Any = None
+        self.record_seq = -1
 
-    def apply(self, events: Iterable[Event]) -> list[Event]:
+    def apply(self, events: Iterable[Event], decode: Any) -> list[Event]:
         """Apply events in seq order (those at or below the cursor were applied already);
         returns the ``event_appended`` events that were new to this view."""
         fresh: list[Event] = []
@@ -103,7 +110,7 @@ class SessionView:
                     self.events.clear()
                     self.deleted = False
                 elif event.type == EVENT_APPENDED:
-                    self.events.append((event.seq, event.payload["event"]))
+                    self.events.append((event.seq, decode(event.payload["event"])))
                     fresh.append(event)
                 elif event.type == SESSION_DELETED:
                     self.events.clear()

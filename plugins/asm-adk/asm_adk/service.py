@@ -108,25 +108,29 @@ class AsmSessionService(BaseSessionService):
     async def _catch_up(self, key: str, view: SessionView) -> None:
         sessions = self.kernel.sessions
         if view.built:
-            view.apply(await sessions.events(key, after=view.cursor))
+            view.apply(await sessions.events(key, after=view.cursor), _decode)
             return
         # Events before the latest (re)creation are hidden for good: never read them again.
         created = await sessions.events(key, types=[SESSION_CREATED])
         start = created[-1].seq - 1 if created else 0
-        fresh = view.apply(await sessions.events(key, after=start))
+        fresh = view.apply(await sessions.events(key, after=start), _decode)
         view.built = True
         await self._repair(fresh)
 
     async def _repair(self, appended: list[Any]) -> None:
         """Write the app/user deltas a crashed writer stored in a session but not in its scope."""
+        scopes: dict[str, ScopeView] = {}  # each scope is caught up once, not once per event
         for stored in appended:
             dump = stored.payload["event"]
             app, user, _ = split_state(((dump.get("actions") or {}).get("state_delta")) or {})
-            meta = {"app_name": dump.get("_app"), "user_id": dump.get("_user")}
-            if not (app or user) or meta["app_name"] is None:
+            if not (app or user) or dump.get("_app") is None:
                 continue
-            for key, delta in ((app_key(meta["app_name"]), app), (user_key(meta["app_name"], meta["user_id"]), user)):
-                if delta and stored.id not in (await self._scope(key)).sources:
+            for key, delta in ((app_key(dump["_app"]), app), (user_key(dump["_app"], dump["_user"]), user)):
+                if not delta:
+                    continue
+                if key not in scopes:
+                    scopes[key] = await self._scope(key)
+                if stored.id not in scopes[key].sources:
                     await self._write_scope(key, delta, stored.id)
 
     async def _scope(self, key: str) -> ScopeView:
@@ -152,7 +156,11 @@ class AsmSessionService(BaseSessionService):
             self.kernel.sessions.make_event(key, STATE_UPDATED, {"delta": delta, "source": source}),
             id=f"{source}.{key.split(':', 1)[0]}",
         )
-        view.apply(await self.kernel.sessions.append(key, [event]))
+        stored = await self.kernel.sessions.append(key, [event])
+        with view.lock:
+            contiguous = stored[0].seq == view.cursor + 1
+        if contiguous:  # otherwise other writers' deltas come first: the next read applies them
+            view.apply(stored)
 
     async def _merged(self, app_name: str, user_id: str, state: dict[str, Any]) -> dict[str, Any]:
         merged = dict(state)
@@ -213,8 +221,9 @@ class AsmSessionService(BaseSessionService):
             raise exists_error from None  # created (again) by another writer meanwhile
         view = self._views().session(key)
         if committed.events[0].seq == view.cursor + 1:
-            view.apply(committed.events)
+            view.apply(committed.events, _decode)
             view.built = view.built or existing is None
+            view.record, view.record_seq = committed.session, committed.events[-1].seq
         for scope_key, delta in ((app_key(app_name), app), (user_key(app_name, user_id), user)):
             if delta:
                 await self._write_scope(scope_key, delta, created.id)
@@ -244,21 +253,21 @@ class AsmSessionService(BaseSessionService):
         view = self._views().session(key)
         await self._catch_up(key, view)
         with view.lock:
-            dumps = [d for _, d in view.events]
+            events = [e for _, e in view.events]
             marker = view.cursor
         if config is not None and config.num_recent_events is not None:
-            dumps = dumps[-config.num_recent_events :] if config.num_recent_events else []
+            events = events[-config.num_recent_events :] if config.num_recent_events else []
         if config is not None and config.after_timestamp is not None:
-            i = len(dumps) - 1
-            while i >= 0 and dumps[i].get("timestamp", 0) >= config.after_timestamp:
+            i = len(events) - 1
+            while i >= 0 and events[i].timestamp >= config.after_timestamp:
                 i -= 1
-            dumps = dumps[i + 1 :]
+            events = events[i + 1 :]
         session = Session(
             id=session_id,
             app_name=app_name,
             user_id=user_id,
             state=await self._merged(app_name, user_id, dict(record.metadata.get("state") or {})),
-            events=[Event.model_validate(_adk(d)) for d in dumps],
+            events=[e.model_copy(deep=True) for e in events],  # callers may change what they get
             last_update_time=float(record.metadata.get("last_update_time") or 0.0),
         )
         session._storage_update_marker = str(marker)
@@ -299,6 +308,9 @@ class AsmSessionService(BaseSessionService):
         gone = evolve(record, metadata={**record.metadata, "deleted": True}, updated_at=utcnow())
         deleted = self.kernel.sessions.make_event(key, SESSION_DELETED, {})
         await self.kernel.sessions.commit(WriteUnit(key, [deleted], session=gone, session_status=_OPEN))
+        view = self._views().session(key)
+        with view.lock:
+            view.record = None  # the next append reads the record again (and finds it deleted)
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         scope = await self._scope(user_key(app_name, user_id))
@@ -309,14 +321,21 @@ class AsmSessionService(BaseSessionService):
         if event.partial:
             return event
         key = session_key(session.app_name, session.user_id, session.id)
-        record = await self._record(key)
-        if record is None or record.metadata.get("deleted"):
-            raise AdkSessionNotFoundError(f"Session {session.id} not found.")
         view = self._views().session(key)
-        await self._catch_up(key, view)
-        dump = event.model_dump(mode="json", exclude_none=True)
+        marker = session._storage_update_marker
         with view.lock:
-            redelivered = any(d.get("id") == event.id and _adk(d) == dump for _, d in view.events)
+            record = (
+                view.record if marker and marker.isdigit() and view.record_seq == int(marker) == view.cursor else None
+            )
+        if record is None:  # not what this process wrote last: read the record and the log
+            record = await self._record(key)
+            if record is None or record.metadata.get("deleted"):
+                raise AdkSessionNotFoundError(f"Session {session.id} not found.")
+            await self._catch_up(key, view)
+        # (Otherwise this session object is as new as what this process last wrote: no read is
+        # needed, and expected_seq below refuses the write if anyone else wrote meanwhile.)
+        with view.lock:
+            redelivered = any(e.id == event.id and e == event for _, e in view.events)
         if redelivered:
             return event  # an equal re-delivery: stored once (as ADK's own services do)
         self._apply_temp_state(session, event)
@@ -328,7 +347,6 @@ class AsmSessionService(BaseSessionService):
             "state": {**(record.metadata.get("state") or {}), **own},
             "last_update_time": event.timestamp,
         }
-        marker = session._storage_update_marker
         stored_event = self.kernel.sessions.make_event(
             key, EVENT_APPENDED, {"event": {**dump, "_app": session.app_name, "_user": session.user_id}}
         )
@@ -337,7 +355,7 @@ class AsmSessionService(BaseSessionService):
             [stored_event],
             session=evolve(record, metadata=meta, updated_at=utcnow()),
             session_status=_OPEN,
-            expected_seq=int(marker) if marker else None,
+            expected_seq=int(marker) if marker and marker.isdigit() else None,
         )
         try:
             committed = await self.kernel.sessions.commit(unit)
@@ -352,7 +370,8 @@ class AsmSessionService(BaseSessionService):
             ) from None
         (stored,) = committed.events
         if stored.seq == view.cursor + 1:
-            view.apply(committed.events)
+            view.apply(committed.events, lambda _: event.model_copy(deep=True))
+            view.record, view.record_seq = committed.session, stored.seq
         session._storage_update_marker = str(stored.seq)
         for scope_key, delta in ((app_key(session.app_name), app), (user_key(session.app_name, session.user_id), user)):
             if delta:
@@ -360,6 +379,10 @@ class AsmSessionService(BaseSessionService):
         self._commit_event_to_session(session, event)
         session.last_update_time = event.timestamp
         return event
+
+
+def _decode(dump: dict[str, Any]) -> Event:
+    return Event.model_validate(_adk(dump))
 
 
 def _adk(dump: dict[str, Any]) -> dict[str, Any]:
