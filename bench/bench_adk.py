@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _adapters import Table, arguments, asm_store, run, store_problem, workdir  # noqa: E402
+from _adapters import Table, arguments, asm_store, run, store_problem, workdir
 
 
 def event(i: int) -> Any:
@@ -70,11 +70,11 @@ async def workloads(table: Table, variant: str, service: Any, args: Any) -> None
 
 async def main() -> None:
     args = arguments(__doc__.splitlines()[0])
-    from asm_kernel import Kernel
-    from google.adk.sessions.sqlite_session_service import SqliteSessionService
-
     from asm_adk import AsmSessionService
     from asm_adk._view import forget
+    from google.adk.sessions.sqlite_session_service import SqliteSessionService
+
+    from asm_kernel import Kernel
 
     table = Table(
         f"ADK session services: {args.turns} events in one session, {args.reads} reads, "

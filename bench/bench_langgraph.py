@@ -21,7 +21,7 @@ from typing import Annotated, Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _adapters import Table, arguments, asm_store, run, store_problem, workdir  # noqa: E402
+from _adapters import Table, arguments, asm_store, run, store_problem, workdir
 
 
 class Chat(TypedDict):
@@ -80,11 +80,11 @@ async def workloads(table: Table, variant: str, saver: Any, args: Any) -> None:
 
 async def main() -> None:
     args = arguments(__doc__.splitlines()[0])
-    from asm_kernel import Kernel
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
     from asm_langgraph import AsmCheckpointSaver
     from asm_langgraph._view import forget
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from asm_kernel import Kernel
 
     table = Table(
         f"LangGraph checkpointers: {args.turns} turns on one thread, {args.reads} reads, "

@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _adapters import Table, arguments, asm_store, run, store_problem, workdir  # noqa: E402
+from _adapters import Table, arguments, asm_store, run, store_problem, workdir
 
 
 def turn(i: int) -> list[Any]:
@@ -66,10 +66,10 @@ async def workloads(table: Table, variant: str, make: Any, cold: Any, args: Any)
 async def main() -> None:
     args = arguments(__doc__.splitlines()[0])
     from agents import SQLiteSession
-    from asm_kernel import Kernel
-
     from asm_openai_agents import AsmSession
     from asm_openai_agents._view import forget
+
+    from asm_kernel import Kernel
 
     table = Table(
         f"OpenAI Agents sessions: {args.turns} turns (2 items each), {args.reads} reads, "
