@@ -40,7 +40,7 @@ async def workloads(table: Table, variant: str, make: Any, cold: Any, args: Any)
 
     async def last_n() -> None:
         for _ in range(args.reads):
-            assert len(await session.get_items(limit=args.last)) == args.last
+            assert len(await session.get_items(limit=args.last)) == min(args.last, 2 * args.turns)
 
     async def concurrent() -> None:
         async def one(k: int) -> None:
