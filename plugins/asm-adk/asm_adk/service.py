@@ -247,11 +247,22 @@ class AsmSessionService(BaseSessionService):
     ) -> Session | None:
         session_id = session_id.strip() if session_id else session_id
         key = session_key(app_name, user_id, session_id)
-        record = await self._record(key)
-        if record is None or record.metadata.get("deleted"):
-            return None
         view = self._views().session(key)
-        await self._catch_up(key, view)
+        record = None
+        if view.built:
+            try:
+                await self._catch_up(key, view)
+            except SessionNotFoundError:
+                return None
+            with view.lock:  # nothing happened since this process wrote the record: no read
+                record = view.record if view.record_seq == view.cursor else None
+        if record is None:
+            record = await self._record(key)
+            if record is None or record.metadata.get("deleted"):
+                return None
+            await self._catch_up(key, view)
+        if record.metadata.get("deleted"):
+            return None
         with view.lock:
             events = [e for _, e in view.events]
             marker = view.cursor
