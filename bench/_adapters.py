@@ -90,24 +90,40 @@ def workdir() -> Path:
 class Table:
     def __init__(self, title: str) -> None:
         self.title = title
-        self.rows: list[tuple[str, str, int, float]] = []
+        self.rows: list[tuple[str, str, int, float, int, int | None]] = []
 
-    async def time(self, workload: str, variant: str, ops: int, run: Callable[[], Awaitable[Any]]) -> None:
+    async def time(
+        self,
+        workload: str,
+        variant: str,
+        ops: int,
+        run: Callable[[], Awaitable[Any]],
+        check: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        """Time ``run``; it may return how many of its operations failed. ``check`` (not timed)
+        counts acknowledged writes the store no longer has: lost data is a result too."""
         started = time.perf_counter()
-        await run()
-        self.rows.append((workload, variant, ops, time.perf_counter() - started))
+        failed = await run()
+        wall = time.perf_counter() - started
+        lost = await check() if check is not None else None
+        self.rows.append((workload, variant, ops, wall, int(failed or 0), lost))
 
     def skip(self, variant: str, reason: str) -> None:
-        self.rows.append(("(skipped)", f"{variant}: {reason}", 0, 0.0))
+        self.rows.append(("(skipped)", f"{variant}: {reason}", 0, 0.0, 0, None))
 
     def print(self) -> None:
         print(f"\n{self.title}")
-        print(f"{'workload':<16} {'variant':<26} {'ops':>7} {'wall s':>8} {'ops/s':>10} {'ms/op':>8}")
-        for workload, variant, ops, wall in self.rows:
+        head = f"{'workload':<16} {'variant':<28} {'ops':>6} {'wall s':>8} {'ops/s':>9} {'ms/op':>8}"
+        print(f"{head} {'failed':>6} {'lost':>5}")
+        for workload, variant, ops, wall, failed, lost in self.rows:
             if not ops:
                 print(f"{workload:<16} {variant}")
                 continue
-            print(f"{workload:<16} {variant:<26} {ops:>7} {wall:>8.3f} {ops / wall:>10.0f} {1000 * wall / ops:>8.3f}")
+            print(
+                f"{workload:<16} {variant:<28} {ops:>6} {wall:>8.3f} {ops / wall:>9.0f} {1000 * wall / ops:>8.3f}"
+                f" {failed:>6} {'-' if lost is None else lost:>5}"
+            )
+
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:

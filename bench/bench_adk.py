@@ -54,18 +54,36 @@ async def workloads(table: Table, variant: str, service: Any, args: Any) -> None
             got = await service.get_session(app_name="bench", user_id="u", session_id="append", config=config)
             assert len(got.events) == min(args.last, args.turns)
 
-    async def concurrent() -> None:
-        async def one(k: int) -> None:
-            mine = await service.create_session(app_name="bench", user_id=f"u{k % 10}", session_id=f"c{k}")
-            for i in range(args.per_session):
-                await service.append_event(mine, event(i))
+    acked: dict[int, int] = {}
 
-        await asyncio.gather(*(one(k) for k in range(args.sessions)))
+    async def concurrent() -> int:
+        async def one(k: int) -> int:  # how many of this session's turns failed
+            try:
+                mine = await service.create_session(app_name="bench", user_id=f"u{k % 10}", session_id=f"c{k}")
+            except Exception:
+                return args.per_session
+            failed = 0
+            for i in range(args.per_session):
+                try:
+                    await service.append_event(mine, event(i))
+                    acked[k] = acked.get(k, 0) + 1
+                except Exception:
+                    failed += 1
+            return failed
+
+        return sum(await asyncio.gather(*(one(k) for k in range(args.sessions))))
 
     await table.time("append", variant, args.turns, append)
     await table.time("load-all", variant, args.reads, load_all)
     await table.time(f"last-{args.last}", variant, args.reads, last_n)
-    await table.time("concurrent", variant, args.sessions * args.per_session, concurrent)
+    async def lost() -> int:
+        missing = 0
+        for k, count in acked.items():
+            got = await service.get_session(app_name="bench", user_id=f"u{k % 10}", session_id=f"c{k}")
+            missing += max(0, count - (len(got.events) if got else 0))
+        return missing
+
+    await table.time("concurrent", variant, args.sessions * args.per_session, concurrent, lost)
 
 
 async def main() -> None:

@@ -65,18 +65,33 @@ async def workloads(table: Table, variant: str, saver: Any, args: Any) -> None:
             state = await graph.aget_state(cfg("bench-append"))
             assert len(state.values["messages"]) == 3 * args.turns
 
-    async def concurrent() -> None:
-        async def one(k: int) -> None:
-            for i in range(args.per_session):
-                await graph.ainvoke({"messages": [f"question {i}"]}, cfg(f"bench-c{k}"))
+    acked: dict[int, int] = {}
 
-        await asyncio.gather(*(one(k) for k in range(args.sessions)))
+    async def concurrent() -> int:
+        async def one(k: int) -> int:  # how many of this thread's turns failed
+            failed = 0
+            for i in range(args.per_session):
+                try:
+                    await graph.ainvoke({"messages": [f"question {i}"]}, cfg(f"bench-c{k}"))
+                    acked[k] = acked.get(k, 0) + 3  # a question, a thought, an answer
+                except Exception:
+                    failed += 1
+            return failed
+
+        return sum(await asyncio.gather(*(one(k) for k in range(args.sessions))))
 
     await table.time("append", variant, args.turns, append)
     await table.time("load-all", variant, args.reads, load_all)
     await table.time(f"last-{args.last}", variant, args.reads, last_n)
     await table.time("latest", variant, args.reads, latest)
-    await table.time("concurrent", variant, args.sessions * args.per_session, concurrent)
+    async def lost() -> int:
+        missing = 0
+        for k, n in acked.items():
+            state = await graph.aget_state(cfg(f"bench-c{k}"))
+            missing += max(0, n - len(state.values.get("messages", [])))
+        return missing
+
+    await table.time("concurrent", variant, args.sessions * args.per_session, concurrent, lost)
 
 
 async def main() -> None:

@@ -42,18 +42,31 @@ async def workloads(table: Table, variant: str, make: Any, cold: Any, args: Any)
         for _ in range(args.reads):
             assert len(await session.get_items(limit=args.last)) == min(args.last, 2 * args.turns)
 
-    async def concurrent() -> None:
-        async def one(k: int) -> None:
-            mine = make(f"bench-c{k}")
-            for i in range(args.per_session):
-                await mine.add_items(turn(i))
+    acked: dict[int, int] = {}
 
-        await asyncio.gather(*(one(k) for k in range(args.sessions)))
+    async def concurrent() -> int:
+        async def one(k: int) -> int:  # how many of this session's turns failed
+            mine, failed = make(f"bench-c{k}"), 0
+            for i in range(args.per_session):
+                try:
+                    await mine.add_items(turn(i))
+                    acked[k] = acked.get(k, 0) + 2
+                except Exception:
+                    failed += 1
+            return failed
+
+        return sum(await asyncio.gather(*(one(k) for k in range(args.sessions))))
 
     await table.time("append", variant, args.turns, append)
     await table.time("load-all", variant, args.reads, load_all)
     await table.time(f"last-{args.last}", variant, args.reads, last_n)
-    await table.time("concurrent", variant, args.sessions * args.per_session, concurrent)
+    async def lost() -> int:
+        missing = 0
+        for k, n in acked.items():
+            missing += max(0, n - len(await make(f"bench-c{k}").get_items()))
+        return missing
+
+    await table.time("concurrent", variant, args.sessions * args.per_session, concurrent, lost)
     if cold is not None:
         fresh = await cold("bench-append")
 
