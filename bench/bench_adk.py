@@ -74,8 +74,8 @@ async def workloads(table: Table, variant: str, service: Any, args: Any) -> None
         return sum(await asyncio.gather(*(one(k) for k in range(args.sessions))))
 
     await table.time("append", variant, args.turns, append)
-    await table.time("load-all", variant, args.reads, load_all)
-    await table.time(f"last-{args.last}", variant, args.reads, last_n)
+    await table.time("load-all", variant, args.reads, load_all, repeat=3)
+    await table.time(f"last-{args.last}", variant, args.reads, last_n, repeat=3)
     async def lost() -> int:
         missing = 0
         for k, count in acked.items():

@@ -81,9 +81,9 @@ async def workloads(table: Table, variant: str, saver: Any, args: Any) -> None:
         return sum(await asyncio.gather(*(one(k) for k in range(args.sessions))))
 
     await table.time("append", variant, args.turns, append)
-    await table.time("load-all", variant, args.reads, load_all)
-    await table.time(f"last-{args.last}", variant, args.reads, last_n)
-    await table.time("latest", variant, args.reads, latest)
+    await table.time("load-all", variant, args.reads, load_all, repeat=3)
+    await table.time(f"last-{args.last}", variant, args.reads, last_n, repeat=3)
+    await table.time("latest", variant, args.reads, latest, repeat=3)
     async def lost() -> int:
         missing = 0
         for k, n in acked.items():
