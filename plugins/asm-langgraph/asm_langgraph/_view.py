@@ -83,6 +83,8 @@ class ThreadView:
         self.checkpoints: dict[str, dict[str, Saved]] = {}
         self.blobs: dict[tuple[str, str, Any], Typed] = {}
         self.writes: dict[tuple[str, str], dict[tuple[str, int], Write]] = {}
+        #: ns -> its newest checkpoint id (what get_tuple without an id answers), kept current.
+        self.latest: dict[str, str] = {}
 
     def apply(self, events: Iterable[Event]) -> None:
         """Apply events in seq order; those at or below the cursor were applied already."""
@@ -97,6 +99,8 @@ class ThreadView:
                     metadata = decode(p["metadata"])
                     saved = (decode(p["checkpoint"]), metadata, p.get("parent_id"))
                     self.checkpoints.setdefault(p["ns"], {})[p["id"]] = saved
+                    if p["id"] > self.latest.get(p["ns"], ""):
+                        self.latest[p["ns"]] = p["id"]
                     self.size += len(saved[0][1]) + len(metadata[1]) + _OVERHEAD
                 elif event.type == BLOB_PUT:
                     self._blobs(p["ns"], p["blobs"])
@@ -113,7 +117,14 @@ class ThreadView:
                     for ns, checkpoint_id in p["checkpoints"]:
                         self.checkpoints.get(ns, {}).pop(checkpoint_id, None)
                         self.writes.pop((ns, checkpoint_id), None)
+                        if self.latest.get(ns) == checkpoint_id:
+                            remaining = self.checkpoints.get(ns)
+                            if remaining:
+                                self.latest[ns] = max(remaining)
+                            else:
+                                self.latest.pop(ns, None)
                 elif event.type == THREAD_DELETED:
+                    self.latest.clear()
                     self.checkpoints.clear()
                     self.blobs.clear()
                     self.writes.clear()

@@ -154,8 +154,7 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
         if checkpoint_id:
             return build_tuple(self.serde, view, thread_id, ns, checkpoint_id, config)
         with view.lock:
-            ids = view.checkpoints.get(ns)
-            latest = max(ids) if ids else None
+            latest = view.latest.get(ns)
         return None if latest is None else build_tuple(self.serde, view, thread_id, ns, latest, None)
 
     async def alist(
@@ -266,7 +265,9 @@ class AsmCheckpointSaver(BaseCheckpointSaver[str]):
                 continue
             view = await self._current(thread_id, self._view(thread_id))
             with view.lock:
-                doomed = [[ns, cid] for ns, ids in view.checkpoints.items() for cid in ids if cid != max(ids)]
+                doomed = [
+                    [ns, cid] for ns, ids in view.checkpoints.items() for cid in ids if cid != view.latest.get(ns)
+                ]
             if doomed:
                 await self._append(thread_id, view, [(CHECKPOINTS_DELETED, {"checkpoints": doomed})])
 
