@@ -143,6 +143,7 @@ class ViewCache:
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
         self._views: OrderedDict[str, ThreadView] = OrderedDict()
+        self._writes = 0
         self._lock = threading.Lock()
 
     def get(self, session_id: str) -> ThreadView:
@@ -156,6 +157,11 @@ class ViewCache:
 
     def trim(self) -> None:
         with self._lock:
+            # Summing every view's size costs O(views): with many cached, do it every 64th write
+            # (the bound is approximate by a few writes' worth, never unbounded).
+            self._writes += 1
+            if len(self._views) > 256 and self._writes % 64:
+                return
             total = sum(v.size for v in self._views.values())
             while total > self.max_bytes and len(self._views) > 1:
                 _, dropped = self._views.popitem(last=False)
