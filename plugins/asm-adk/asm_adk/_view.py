@@ -20,6 +20,7 @@ session event that carried it), applied in log order.
 
 from __future__ import annotations
 
+import json
 import threading
 import weakref
 from collections import OrderedDict
@@ -50,9 +51,10 @@ SESSION_DELETED = "adk.session_deleted"
 STATE_UPDATED = "adk.state_updated"
 SESSION_TYPES: tuple[str, ...] = (SESSION_CREATED, EVENT_APPENDED, SESSION_DELETED)
 
-#: Sessions one kernel's views may keep; least recently used are dropped first and rebuilt from
-#: their log when used again.
-MAX_SESSION_VIEWS = 2_000
+#: Memory (bytes of event JSON, roughly) the session views of one kernel may hold; least
+#: recently used are dropped first and rebuilt from their log when used again.
+CACHE_BYTES = 64 * 2**20
+_OVERHEAD = 256
 
 
 def _part(value: str) -> str:
@@ -96,6 +98,7 @@ class SessionView:
         self.deleted = False
         self.record: Any = None
         self.record_seq = -1
+        self.size = _OVERHEAD
 
     def apply(self, events: Iterable[Event], decode: Any) -> list[Event]:
         """Apply events in seq order (those at or below the cursor were applied already);
@@ -108,12 +111,16 @@ class SessionView:
                 self.cursor = event.seq
                 if event.type == SESSION_CREATED:
                     self.events.clear()
+                    self.size = _OVERHEAD
                     self.deleted = False
                 elif event.type == EVENT_APPENDED:
                     self.events.append((event.seq, decode(event.payload["event"])))
+                    # decoded events take a few times their JSON; the JSON is the measure kept
+                    self.size += len(json.dumps(event.payload["event"], default=str)) + _OVERHEAD
                     fresh.append(event)
                 elif event.type == SESSION_DELETED:
                     self.events.clear()
+                    self.size = _OVERHEAD
                     self.deleted = True
         return fresh
 
@@ -145,9 +152,10 @@ class ScopeView:
 class Views:
     """One kernel's session and scope views (scopes are small and always kept)."""
 
-    def __init__(self, max_sessions: int = MAX_SESSION_VIEWS) -> None:
-        self.max_sessions = max_sessions
+    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
         self._sessions: OrderedDict[str, SessionView] = OrderedDict()
+        self._writes = 0
         self._scopes: dict[str, ScopeView] = {}
         self._lock = threading.Lock()
 
@@ -156,11 +164,26 @@ class Views:
             view = self._sessions.get(key)
             if view is None:
                 view = self._sessions[key] = SessionView()
-                while len(self._sessions) > self.max_sessions:
-                    self._sessions.popitem(last=False)
             else:
                 self._sessions.move_to_end(key)
             return view
+
+    def trim(self) -> None:
+        """Drop least recently used session views past ``max_bytes`` (the newest is kept)."""
+        with self._lock:
+            self._writes += 1
+            if len(self._sessions) > 256 and self._writes % 64:
+                return  # summing is O(views): with many, every 64th write is enough
+            total = sum(v.size for v in self._sessions.values())
+            while total > self.max_bytes and len(self._sessions) > 1:
+                _, dropped = self._sessions.popitem(last=False)
+                total -= dropped.size
+
+    @property
+    def stats(self) -> tuple[int, int]:
+        """(session views, bytes) held now."""
+        with self._lock:
+            return len(self._sessions), sum(v.size for v in self._sessions.values())
 
     def scope(self, key: str) -> ScopeView:
         with self._lock:

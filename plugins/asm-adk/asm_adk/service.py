@@ -384,6 +384,7 @@ class AsmSessionService(BaseSessionService):
             view.apply(committed.events, lambda _: event.model_copy(deep=True))
             view.record, view.record_seq = committed.session, stored.seq
         session._storage_update_marker = str(stored.seq)
+        self._views().trim()
         for scope_key, delta in ((app_key(session.app_name), app), (user_key(session.app_name, session.user_id), user)):
             if delta:
                 await self._write_scope(scope_key, delta, stored.id)

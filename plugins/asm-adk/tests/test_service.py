@@ -174,3 +174,16 @@ async def test_errors_say_what_and_how(kernel: Kernel) -> None:
     await service.delete_session(app_name="app", user_id="u", session_id="s")
     with pytest.raises(ValueError, match="not found"):
         await service.append_event(ghost, Event(author="user"))
+
+
+async def test_evicted_views_are_rebuilt(kernel: Kernel) -> None:
+    service = AsmSessionService(kernel)
+    views = service._views()
+    views.max_bytes = 1  # every session view but the newest is dropped after each append
+    for n in range(4):
+        session = await service.create_session(app_name="app", user_id="u", session_id=f"s{n}")
+        await service.append_event(session, Event(author="user", actions=EventActions(state_delta={"n": n})))
+    assert views.stats[0] == 1
+    for n in range(4):
+        got = await service.get_session(app_name="app", user_id="u", session_id=f"s{n}")
+        assert got is not None and len(got.events) == 1 and got.state == {"n": n}
