@@ -55,6 +55,8 @@ SESSION_TYPES: tuple[str, ...] = (SESSION_CREATED, EVENT_APPENDED, SESSION_DELET
 #: recently used are dropped first and rebuilt from their log when used again.
 CACHE_BYTES = 64 * 2**20
 _OVERHEAD = 256
+#: Session event ids a scope view remembers (see ScopeView.sources).
+SOURCES_KEPT = 100_000
 
 
 def _part(value: str) -> str:
@@ -133,9 +135,10 @@ class ScopeView:
         self.cursor = 0
         self.exists: bool | None = None
         self.state: dict[str, Any] = {}
-        #: Ids of the session events whose deltas this scope holds (to repair a crash between
-        #: a session's write and its scope's).
-        self.sources: set[str] = set()
+        #: Ids of the session events whose deltas this scope holds, the newest SOURCES_KEPT (to
+        #: repair a crash between a session's write and its scope's without a store round trip;
+        #: an older id missing here is simply written again: its id makes that a no-op).
+        self.sources: OrderedDict[str, None] = OrderedDict()
 
     def apply(self, events: Iterable[Event]) -> None:
         with self.lock:
@@ -146,7 +149,9 @@ class ScopeView:
                 if event.type == STATE_UPDATED:
                     self.state.update(event.payload.get("delta", {}))
                     if event.payload.get("source"):
-                        self.sources.add(event.payload["source"])
+                        self.sources[event.payload["source"]] = None
+                        if len(self.sources) > SOURCES_KEPT:
+                            self.sources.popitem(last=False)
 
 
 class Views:
