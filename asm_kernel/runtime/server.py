@@ -27,6 +27,9 @@ __all__ = ["RunHandle", "ServerStatus", "SessionServer"]
 
 log = logging.getLogger("asm.runtime")
 
+#: Run metadata key of a run submitted for workers (``execute=False``): local queues leave it.
+FOR_WORKERS_KEY = "asm.for_workers"
+
 
 class RunHandle:
     """A submitted run: ``await handle`` (or ``await handle.result()``) gives its RunResult."""
@@ -197,6 +200,8 @@ class SessionServer:
                     f"session {self.session_id} is paused; runtime.on_paused = 'reject' refuses new runs",
                     hint="resume the session first",
                 )
+            if not execute:  # marked for the shared queue: a local queue never resumes it
+                metadata = {**dict(metadata or {}), FOR_WORKERS_KEY: True}
             run = await self._kernel.sessions.start_run(
                 self.session_id,
                 input,

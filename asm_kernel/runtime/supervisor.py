@@ -25,7 +25,7 @@ from ..errors import LimitExceededError, StoreCorruptError, ValidationError
 from ..model import Event, Run, RunResult, RunStatus, SessionStatus
 from ..recovery import RecoveryReport, RepairReport, recover_expired, repair_all
 from .limiter import ConcurrencyLimiter
-from .server import RunHandle, ServerStatus, SessionServer
+from .server import FOR_WORKERS_KEY, RunHandle, ServerStatus, SessionServer
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -132,6 +132,8 @@ class Supervisor:
         pending = sorted(await self._all_runs(RunStatus.PENDING), key=lambda r: (r.created_at, r.id))
         resumed = []
         for run in pending:
+            if run.metadata.get(FOR_WORKERS_KEY):
+                continue  # submitted for workers: executing it here would race them
             server = await self._server(run.session_id, start=False)
             server._enqueue(run.id)
             resumed.append(run.id)
