@@ -113,3 +113,21 @@ async def test_the_marks_file_is_compacted(tmp_path: Path, monkeypatch: pytest.M
     used = len(marks_path(path).read_bytes().rstrip(b"\0"))  # the file keeps zeroed room after its lines
     assert used < 30 * line  # compacted on the way, not 60 lines
     assert read_marks(marks_path(path)) == {s.id: 60}
+
+
+async def test_the_marks_file_grows_its_zeroed_room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(marks_mod, "CHUNK", 64)
+    path = tmp_path / "g.duckdb"
+    store = DuckDBStore(path, durability="safe")
+    await store.open()
+    sessions = [await create_session(store) for _ in range(5)]
+    for s in sessions:
+        await store.append(s.id, _events(s.id, 2))
+    await store.close()
+    data = marks_path(path).read_bytes()
+    assert len(data.rstrip(b"\0")) > 64  # grown past its first chunk of room
+    assert read_marks(marks_path(path)) == {s.id: 2 for s in sessions}
+    again = DuckDBStore(path)
+    await again.open()
+    await again.close()
+    assert again.lost == {}
