@@ -1,6 +1,7 @@
 """asm's DuckDB store beside raw DuckDB floors, on a temp file, in one run.
 
     python bench/bench_store.py [--events 10000] [--sessions 50] [--per-session 200]
+                                [--sizes 100000,1000000] [--size-only]
 
 Scenarios
   (a) ``--events`` events appended to one session one call at a time, each awaited;
@@ -11,12 +12,25 @@ Scenarios
 Rows
   asm memory   the memory store (no file): the cost of asm's own bookkeeping
   asm safe     DuckDBStore(durability="safe"): every append awaits its commit (group commit)
+  asm safe -marks  the same with the lost-event marks (asm_duckdb.marks) switched off: their cost
   asm fast     DuckDBStore(durability="fast", the default): the events are stream deltas under a
-               run's lease, acknowledged before their commit (write-behind)
+               run's lease marked ``durable=False`` (as the kernel marks them), acknowledged
+               before their commit (write-behind)
   raw 1/commit one INSERT per commit (autocommit), no executemany - the durable floor per event
   raw batch    every row in one transaction (Arrow when pyarrow is installed, else UNNEST lists)
 
 The events are ``message_streamed`` deltas, the type fast mode writes behind.
+
+File-size table (``--sizes``): for each size N, a file of N events in N/200 sessions of 200,
+interleaved as concurrent writers leave them (event i belongs to session i mod N/200), built
+with one SQL statement in asm's schema; then, after one warm-up open (it writes the marks
+file), on a fresh open: ``open`` (DuckDBStore.open: lease expiry and the lost-event check) plus
+``recover`` (``list_runs(lease_expired=True)``), cold ``last(50)`` and a cold full read of a
+200-event session (sessions asm has not cached; p50 of 10 sessions), the first append to a
+session after open (p50 of 10 sessions), and the steady append cost (mean of 200 serial
+awaited appends to one session). Beside it, the same-run raw baseline on the same file and a
+fresh connection: ``open``, ``ORDER BY seq DESC LIMIT 50``, ``ORDER BY seq`` of the session,
+and one ``max(seq)`` lookup + INSERT + commit (first) / one INSERT + commit (steady).
 """
 
 from __future__ import annotations
@@ -73,7 +87,9 @@ async def new_session(store: object) -> tuple[Session, Fence]:
 
 
 def open_store(path: Path, durability: str) -> object:
-    return MemoryStore() if durability == "memory" else DuckDBStore(path, durability=durability)
+    if durability == "memory":
+        return MemoryStore()
+    return DuckDBStore(path, durability=durability.removesuffix(" -marks"))
 
 
 def commits(store: object) -> int | None:
@@ -96,13 +112,15 @@ def raw_rows(session_id: str, n: int, start: int = 1) -> list[tuple[object, ...]
 async def asm_one_session(path: Path, durability: str, n: int) -> str:
     store = open_store(path, durability)
     await store.open()  # type: ignore[attr-defined]
+    if durability.endswith(" -marks"):  # what the lost-event marks cost: the same without them
+        store._writer.on_commit = None  # type: ignore[attr-defined]
     s, fence = await new_session(store)
     commits0 = commits(store)
     lat: list[float] = []
     t0 = time.perf_counter()
     for i in range(n):
         t = time.perf_counter()
-        await store.append(s.id, [delta(s.id, i)], fence=fence)  # type: ignore[attr-defined]
+        await store.append(s.id, [delta(s.id, i)], fence=fence, durable=False)  # type: ignore[attr-defined]
         lat.append(time.perf_counter() - t)
     await store.close()  # type: ignore[attr-defined]  # fast mode: the last commit is part of the cost
     wall = time.perf_counter() - t0
@@ -122,7 +140,7 @@ async def asm_concurrent(path: Path, durability: str, sessions: int, per: int) -
     async def writer(s: Session, fence: Fence) -> None:
         for i in range(per):
             t = time.perf_counter()
-            await store.append(s.id, [delta(s.id, i)], fence=fence)  # type: ignore[attr-defined]
+            await store.append(s.id, [delta(s.id, i)], fence=fence, durable=False)  # type: ignore[attr-defined]
             lat.append(time.perf_counter() - t)
 
     t0 = time.perf_counter()
@@ -232,19 +250,164 @@ def raw_load(path: Path, session_id: str, n: int) -> None:
     con.close()
 
 
+# -- file-size table ---------------------------------------------------------------------------
+
+PER = 200
+SIZE_ROWS: list[tuple[int, str, float, float, float, float, float]] = []
+
+
+def build_file(path: Path, n: int) -> int:
+    """An asm file with n events in n/200 interleaved sessions; returns the number of sessions."""
+    sessions = max(1, n // PER)
+
+    async def create() -> None:
+        store = DuckDBStore(path)
+        await store.open()
+        await store.close()
+
+    asyncio.run(create())
+    con = duckdb.connect(str(path))
+    con.execute("BEGIN")
+    con.execute(
+        "INSERT INTO sessions SELECT 'bench-s' || i, 'bench', 'active', '{}', []::VARCHAR[], now(), now() "
+        "FROM range(?) t(i)",
+        [sessions],
+    )
+    con.execute(
+        "INSERT INTO events SELECT 'bench-e' || i, 'bench-s' || (i % $s), i // $s + 1, NULL, 'message_streamed', "
+        "'{\"text\":\"tok' || i || ' \",\"index\":0}', now(), 1 FROM range($n) t(i)",
+        {"s": sessions, "n": n},
+    )
+    con.execute("COMMIT")
+    con.close()
+    return sessions
+
+
+def _p50(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+async def asm_size(path: Path, sessions: int) -> tuple[float, float, float, float, float]:
+    warm = DuckDBStore(path)  # the first open writes the marks file (a file built without asm)
+    await warm.open()
+    await warm.close()
+    t0 = time.perf_counter()
+    store = DuckDBStore(path)
+    await store.open()
+    await store.list_runs(lease_expired=True)
+    opened = time.perf_counter() - t0
+    step = max(1, sessions // 31)
+    picks = [f"bench-s{(i * step) % sessions}" for i in range(31)]
+    lasts, fulls, firsts = [], [], []
+    for sid in picks[:10]:
+        t = time.perf_counter()
+        got = await store.last(sid, 50)
+        lasts.append(time.perf_counter() - t)
+        assert len(got) == min(50, PER)
+    for sid in picks[10:20]:
+        t = time.perf_counter()
+        got = await store.read(sid)
+        fulls.append(time.perf_counter() - t)
+        assert len(got) == PER, len(got)
+    for sid in picks[20:30]:
+        t = time.perf_counter()
+        await store.append(sid, [Event(session_id=sid, type="note", payload={"i": 0})])
+        firsts.append(time.perf_counter() - t)
+    sid = picks[30]
+    await store.append(sid, [Event(session_id=sid, type="note", payload={"i": 0})])
+    t = time.perf_counter()
+    for i in range(PER):
+        await store.append(sid, [Event(session_id=sid, type="note", payload={"i": i})])
+    steady = (time.perf_counter() - t) / PER
+    await store.close()
+    return opened * 1000, _p50(lasts), _p50(fulls), _p50(firsts), steady * 1000
+
+
+def raw_size(path: Path, sessions: int) -> tuple[float, float, float, float, float]:
+    t0 = time.perf_counter()
+    con = duckdb.connect(str(path))
+    opened = time.perf_counter() - t0
+    step = max(1, sessions // 37)
+    picks = [f"bench-s{(i * step + 1) % sessions}" for i in range(31)]  # not the ones asm read
+    lasts, fulls, firsts = [], [], []
+    for sid in picks[:10]:
+        t = time.perf_counter()
+        con.execute("SELECT * FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 50", [sid]).fetchall()
+        lasts.append(time.perf_counter() - t)
+    for sid in picks[10:20]:
+        t = time.perf_counter()
+        con.execute("SELECT * FROM events WHERE session_id = ? ORDER BY seq", [sid]).fetchall()
+        fulls.append(time.perf_counter() - t)
+    sql = "INSERT INTO events VALUES (?, ?, ?, NULL, 'note', '{}', now(), 1)"
+    for sid in picks[20:]:
+        t = time.perf_counter()
+        top = con.execute("SELECT max(seq) FROM events WHERE session_id = ?", [sid]).fetchone()[0]  # type: ignore[index]
+        con.execute(sql, [uuid.uuid4().hex, sid, top + 1])
+        firsts.append(time.perf_counter() - t)
+    sid, top = picks[30], top + 1
+    t = time.perf_counter()
+    for i in range(PER):
+        con.execute(sql, [uuid.uuid4().hex, sid, top + 1 + i])
+    steady = (time.perf_counter() - t) / PER
+    con.close()
+    return opened * 1000, _p50(lasts), _p50(fulls), _p50(firsts), steady * 1000
+
+
+def size_table(d: Path, sizes: list[int]) -> None:
+    for n in sizes:
+        path = d / f"size-{n}.duckdb"
+        t = time.perf_counter()
+        sessions = build_file(path, n)
+        print(f"  .. built {n} events / {sessions} sessions in {time.perf_counter() - t:.1f} s",
+              file=sys.stderr, flush=True)
+        SIZE_ROWS.append((n, "asm", *asyncio.run(asm_size(path, sessions))))
+        SIZE_ROWS.append((n, "raw", *raw_size(path, sessions)))
+        mb = (path.stat().st_size + sum(f.stat().st_size for f in d.glob(f"size-{n}.duckdb.*"))) / 2**20
+        print(f"  .. {n}: {mb:.0f} MB", file=sys.stderr, flush=True)
+        for f in d.glob(f"size-{n}.duckdb*"):
+            f.unlink()
+
+
+def print_size_table() -> None:
+    if not SIZE_ROWS:
+        return
+    print()
+    print(f"File size: one session's reads and appends at N events (sessions of {PER}, interleaved); "
+          "ms, p50 of 10 sessions unless noted")
+    header = (f"{'events':>9} {'sessions':>8} {'what':<4} {'open+recover':>12} {'cold last50':>11} "
+              f"{'cold full200':>12} {'first append':>12} {'steady append':>13}")
+    print(header)
+    print("-" * len(header))
+    for n, what, opened, last50, full, first, steady in SIZE_ROWS:
+        print(f"{n:>9} {max(1, n // PER):>8} {what:<4} {opened:>12.2f} {last50:>11.2f} {full:>12.2f} "
+              f"{first:>12.2f} {steady:>13.3f}")
+    print("-" * len(header))
+    print("raw: the same file, fresh connection; first append = max(seq) lookup + INSERT + commit, steady = "
+          "INSERT + commit (the asm appends are awaited notes outside a run: committed in every mode)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--per-session", type=int, default=200)
+    parser.add_argument("--sizes", default="100000,1000000",
+                        help="comma-separated file sizes (events) for the file-size table; '' skips it")
+    parser.add_argument("--size-only", action="store_true", help="only the file-size table")
     args = parser.parse_args()
     n, sessions, per = args.events, args.sessions, args.per_session
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     with tempfile.TemporaryDirectory(prefix="asm-bench-") as tmp:
         d = Path(tmp)
         t_start = time.perf_counter()
+        if args.size_only:
+            size_table(d, sizes)
+            print_size_table()
+            return
         a = "(a) 1 session, serial"
         asyncio.run(asm_one_session(d / "a-memory", "memory", n))
         sid = asyncio.run(asm_one_session(d / "a-safe.duckdb", "safe", n))
+        asyncio.run(asm_one_session(d / "a-safe-nomarks.duckdb", "safe -marks", n))
         asyncio.run(asm_one_session(d / "a-fast.duckdb", "fast", n))
         raw_autocommit(d / "a-raw1.duckdb", a, 1, n)
         raw_sid = raw_batch(d / "a-raw2.duckdb", a, 1, n)
@@ -256,6 +419,7 @@ def main() -> None:
         raw_batch(d / "b-raw2.duckdb", b, sessions, per)
         asyncio.run(asm_load(d / "a-safe.duckdb", sid, n))
         raw_load(d / "a-raw2.duckdb", raw_sid, n)
+        size_table(d, sizes)
         total = time.perf_counter() - t_start
 
     print(f"asm DuckDB store vs raw DuckDB - duckdb {duckdb.__version__}, python {sys.version.split()[0]}, "
@@ -277,6 +441,7 @@ def main() -> None:
     print("-" * len(header))
     print(f"ms/op: mean latency of one awaited append (asm), one INSERT+commit (raw 1/commit), the whole "
           f"batch (raw batch), one read (c). total bench time {total:.0f} s")
+    print_size_table()
 
 
 if __name__ == "__main__":

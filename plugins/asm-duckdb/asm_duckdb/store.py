@@ -30,6 +30,7 @@ from asm_kernel.writes import Committed, StoreCapabilities, WriteUnit
 
 from .caches import Records, Tail
 from .files import FileClaim, connect, real_path
+from .marks import Marks, check, losses_before
 from .reads import LogReads
 from .recordreads import RecordReads
 from .schema import SCHEMA_VERSION, expire_leases, prepare
@@ -118,8 +119,12 @@ class DuckDBStore(LogReads, RecordReads):
             leases=True,
             sql=True,
         )
-        #: Sessions with events lost since the last run, found when the file was opened.
+        #: Committed events a damaged WAL dropped, found at this open: ``{session_id: events lost}``
+        #: (see :mod:`asm_duckdb.marks`). Empty when the log is whole.
         self.lost: dict[str, int] = {}
+        #: Losses found by earlier opens of the file: ``[{"detected_at": ..., "sessions": {...}}]``.
+        self.lost_before: list[dict[str, Any]] = []
+        self._marks: Marks | None = None
         from asm_kernel.storage import Notifier
 
         self._notifier = Notifier()
@@ -156,12 +161,15 @@ class DuckDBStore(LogReads, RecordReads):
         conn = connect(real, claim, read_only=self.read_only, lock_timeout=self.lock_timeout, config=config)
         try:
             prepare(conn, str(self.path), read_only=self.read_only)
+            self.lost_before = losses_before(conn)
+            marks, self.lost = check(conn, real, str(self.path), read_only=self.read_only)
             self._opened_at = self.clock()
             if not self.read_only:
                 ended = expire_leases(conn, self._opened_at)
                 if ended:
                     log.info("%s: %d lease(s) of a previous process ended at open", self.path, ended)
             cursors = [conn.cursor() for _ in range(READERS)]
+            self._marks = None if self.read_only else Marks(real, marks)
         except BaseException:
             try:
                 conn.close()
@@ -187,6 +195,7 @@ class DuckDBStore(LogReads, RecordReads):
             notifier=self._notifier,
             clock=self.clock,
             stats=self.stats,
+            on_commit=self._marks.committed if self._marks is not None else None,
         )
         with self._submit_lock:
             self._state = "open"
@@ -232,6 +241,9 @@ class DuckDBStore(LogReads, RecordReads):
             except duckdb.Error:
                 log.exception("closing %s failed", self.path)
         self._conn = None
+        if self._marks is not None:
+            self._marks.close()
+            self._marks = None
         with self._submit_lock:
             if self._state == "closing":
                 self._state = "closed"

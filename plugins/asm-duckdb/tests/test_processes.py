@@ -167,3 +167,81 @@ def test_a_file_held_by_another_process_is_locked(tmp_path: Path, caplog: pytest
         for pipe in (holder.stdin, holder.stdout, holder.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+APPENDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from asm_duckdb.store import DuckDBStore
+    from asm_kernel.model import Event, Session
+    from asm_kernel.writes import WriteUnit
+
+    async def main(path, n):
+        store = DuckDBStore(path, durability="safe")
+        await store.open()  # the sessions are checkpointed into the file by this close
+        sessions = [Session() for _ in range(n)]
+        for s in sessions:
+            await store.commit(WriteUnit(s.id, new_session=s))
+        await store.close()
+        store = DuckDBStore(path, durability="safe")
+        await store.open()
+        i = 0
+        while True:  # from here on every commit lives in the .wal until a checkpoint
+            s = sessions[i % n]
+            (e,) = (await store.commit(WriteUnit(s.id, [Event(session_id=s.id, type="note", payload={"i": i})]))).events
+            print(s.id, e.seq, flush=True)
+            i += 1
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+def test_a_truncated_wal_is_reported_as_lost_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """kill -9, then cut the WAL: the committed events it held are reported per session, not hidden."""
+    path = tmp_path / "wal.duckdb"
+    child = _spawn(APPENDER, str(path), "3")
+    acked: dict[str, int] = {}
+    try:
+        assert child.stdout is not None
+        for _ in range(300):
+            line = child.stdout.readline()
+            if not line:
+                raise AssertionError(f"appender exited early: {child.stderr.read() if child.stderr else ''}")
+            sid, seq = line.split()
+            acked[sid] = max(acked.get(sid, 0), int(seq))
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.communicate()
+    wal = path.with_name(path.name + ".wal")
+    size = wal.stat().st_size
+    assert size > 0, "the appends should still be in the WAL"
+    with open(wal, "r+b") as f:
+        f.truncate(size // 2)
+
+    async def reopen() -> tuple[dict[str, int], dict[str, int], list[dict[str, object]]]:
+        store = DuckDBStore(path)
+        await store.open()
+        try:
+            stored = {sid: await store.last_seq(sid) for sid in acked}
+            return stored, dict(store.lost), list(store.lost_before)
+        finally:
+            await store.close()
+
+    caplog.set_level(logging.WARNING, logger="asm.duckdb")
+    stored, lost, before = asyncio.run(reopen())
+    expected = {sid: acked[sid] - stored[sid] for sid in acked if acked[sid] > stored[sid]}
+    assert expected, "cutting the WAL in half should have dropped committed events"
+    # Every acknowledged event was committed before its mark, so the loss is exact.
+    assert lost == expected
+    assert before == []
+    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "lost" in r.getMessage()]
+    assert warning and f"lost {sum(expected.values())} committed event(s)" in warning[0]
+
+    # The loss is reported once, then remembered; the log carries on from what survived.
+    caplog.clear()
+    stored2, lost2, before2 = asyncio.run(reopen())
+    assert stored2 == stored and lost2 == {}
+    assert [entry["sessions"] for entry in before2] == [expected]
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

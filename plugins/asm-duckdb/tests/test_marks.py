@@ -1,0 +1,133 @@
+"""High-water marks (asm_duckdb.marks): written after commits, checked at open, compacted."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import duckdb
+import pytest
+from asm_kernel.model import Event
+from asm_kernel.testing.stores import create_session
+
+from asm_duckdb import marks as marks_mod
+from asm_duckdb.marks import marks_path, read_marks
+from asm_duckdb.store import DuckDBStore
+
+
+def _events(session_id: str, n: int) -> list[Event]:
+    return [Event(session_id=session_id, type="note", payload={"i": i}) for i in range(n)]
+
+
+@pytest.mark.parametrize("durability", ["safe", "fast"])
+async def test_marks_follow_commits(tmp_path: Path, durability: str) -> None:
+    path = tmp_path / "m.duckdb"
+    store = DuckDBStore(path, durability=durability)
+    await store.open()
+    a = await create_session(store)
+    b = await create_session(store)
+    await store.append(a.id, _events(a.id, 3))
+    await store.append(b.id, _events(b.id, 1))
+    await store.append(a.id, _events(a.id, 2))
+    # Written before the caller was answered: the file already says it (kill -9 keeps it).
+    assert read_marks(marks_path(path)) == {a.id: 5, b.id: 1}
+    await store.close()
+    assert store.lost == {}
+    again = DuckDBStore(path)
+    await again.open()
+    assert again.lost == {} and again.lost_before == []
+    await again.close()
+
+
+async def test_a_missing_marks_file_is_rebuilt_without_a_report(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "old.duckdb"
+    store = DuckDBStore(path)
+    await store.open()
+    s = await create_session(store)
+    await store.append(s.id, _events(s.id, 4))
+    await store.close()
+    marks_path(path).unlink()  # as a file written by an older asm-duckdb
+    caplog.set_level(logging.INFO, logger="asm.duckdb")
+    store = DuckDBStore(path)
+    await store.open()
+    await store.close()
+    assert store.lost == {}
+    assert read_marks(marks_path(path)) == {s.id: 4}
+    assert any("rebuilt it" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_events_missing_from_the_file_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The same check the WAL test makes with a real kill -9, here by deleting committed rows."""
+    path = tmp_path / "cut.duckdb"
+    store = DuckDBStore(path)
+    await store.open()
+    a = await create_session(store)
+    b = await create_session(store)
+    await store.append(a.id, _events(a.id, 10))
+    await store.append(b.id, _events(b.id, 2))
+    await store.close()
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("DELETE FROM events WHERE session_id = ? AND seq > 7", [a.id])
+    caplog.set_level(logging.WARNING, logger="asm.duckdb")
+
+    ro = DuckDBStore(path, read_only=True)  # read-only reports too, and changes nothing
+    await ro.open()
+    await ro.close()
+    assert ro.lost == {a.id: 3}
+    assert read_marks(marks_path(path)) == {a.id: 10, b.id: 2}
+
+    store = DuckDBStore(path)
+    await store.open()
+    assert store.lost == {a.id: 3}
+    assert await store.last_seq(a.id) == 7
+    appended = await store.append(a.id, _events(a.id, 1))  # the log carries on from what it holds
+    assert appended[0].seq == 8
+    await store.close()
+    assert read_marks(marks_path(path)) == {a.id: 8, b.id: 2}
+    assert any(f"{a.id}: 3" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    p = tmp_path / "x.marks"
+    p.write_bytes(b"a 3\nb 2\na 5\nb 9")  # b's second line was cut mid-write
+    assert read_marks(p) == {"a": 5, "b": 2}
+    p.write_bytes(b"garbage\nc x\n\xff\xfe 1\nd 4\n")
+    assert read_marks(p) == {"d": 4}
+    p.write_bytes(b"a 3\nb 4" + bytes(100))  # the zeroed room the file keeps after its lines
+    assert read_marks(p) == {"a": 3}
+
+
+async def test_the_marks_file_is_compacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(marks_mod, "COMPACT_MIN", 256)
+    path = tmp_path / "c.duckdb"
+    store = DuckDBStore(path, durability="safe")
+    await store.open()
+    s = await create_session(store)
+    for _ in range(60):
+        await store.append(s.id, _events(s.id, 1))
+    await store.close()
+    line = len(f"{s.id} 60\n")
+    used = len(marks_path(path).read_bytes().rstrip(b"\0"))  # the file keeps zeroed room after its lines
+    assert used < 30 * line  # compacted on the way, not 60 lines
+    assert read_marks(marks_path(path)) == {s.id: 60}
+
+
+async def test_the_marks_file_grows_its_zeroed_room(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(marks_mod, "CHUNK", 64)
+    path = tmp_path / "g.duckdb"
+    store = DuckDBStore(path, durability="safe")
+    await store.open()
+    sessions = [await create_session(store) for _ in range(5)]
+    for s in sessions:
+        await store.append(s.id, _events(s.id, 2))
+    await store.close()
+    data = marks_path(path).read_bytes()
+    assert len(data.rstrip(b"\0")) > 64  # grown past its first chunk of room
+    assert read_marks(marks_path(path)) == {s.id: 2 for s in sessions}
+    again = DuckDBStore(path)
+    await again.open()
+    await again.close()
+    assert again.lost == {}
