@@ -61,7 +61,7 @@ def stderr_logging(verbosity: int = 0) -> Iterator[logging.Handler]:
     handler.setFormatter(_LineFormatter(stream, verbose=verbosity > 0))
     install_log_filter(handler)
     root, asm = logging.getLogger(), logging.getLogger("asm")
-    saved = (root.level, asm.level, warnings.showwarning)
+    saved = (root.level, asm.level)
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         asm.warning("%s", message)
@@ -69,11 +69,14 @@ def stderr_logging(verbosity: int = 0) -> Iterator[logging.Handler]:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     asm.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG))
-    warnings.showwarning = show
     try:
-        yield handler
+        # The command decides how warnings look: one line each, whatever filters the process
+        # that called main() set (a test suite that turns warnings into errors, say).
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = show
+            yield handler
     finally:
-        warnings.showwarning = saved[2]
         root.removeHandler(handler)
         root.setLevel(saved[0])
         asm.setLevel(saved[1])
