@@ -11,7 +11,15 @@ import attrs
 from attrs import evolve, field, frozen
 
 from ..errors import ConfigError
-from .records import ComponentConfig, Config, PluginsConfig, ResilienceConfig, RunDefaults, RuntimeConfig
+from .records import (
+    ComponentConfig,
+    Config,
+    ContextSettings,
+    PluginsConfig,
+    ResilienceConfig,
+    RunDefaults,
+    RuntimeConfig,
+)
 from .sources import (
     apply_env_overrides,
     copy_document,
@@ -42,6 +50,7 @@ class _Document:
     runtime: RuntimeConfig = field(factory=RuntimeConfig)
     resilience: ResilienceConfig = field(factory=ResilienceConfig)
     home: Path | None = None
+    context: ContextSettings = field(factory=ContextSettings)
 
 
 #: Every top-level key of a config.
@@ -112,6 +121,7 @@ def config_from_dict(
         run=doc.run,
         runtime=doc.runtime,
         resilience=doc.resilience,
+        context=doc.context,
         home=home,
         source=source,
         secret_paths=frozenset(secret_paths),

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import attrs
 from attrs import field, frozen
 
+from ..context.settings import ContextSettings
 from ..secrets import Secret
 from .sources import MASK, MaskedStr, Unset, default_home, is_secret_key, join_key
 
@@ -19,6 +20,7 @@ __all__ = [
     "RunDefaults",
     "RuntimeConfig",
     "ResilienceConfig",
+    "ContextSettings",
     "Config",
     "mask",
 ]
@@ -180,6 +182,8 @@ class Config:
     runtime: RuntimeConfig = field(factory=RuntimeConfig)
     resilience: ResilienceConfig = field(factory=ResilienceConfig)
     home: Path = field(factory=lambda: default_home())
+    #: ``[context]``: how the window of each model call is cut (see docs/guides/context.md).
+    context: ContextSettings = field(factory=ContextSettings)
     source: Path | None = None
     secret_paths: frozenset[str] = frozenset()
     raw: Mapping[str, Any] = field(factory=dict)
