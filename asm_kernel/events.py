@@ -171,7 +171,7 @@ PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
         "estimated_tokens": "int: the estimator's count of the whole request (system, tools, messages)",
         "counted_tokens": "int: the count the window was judged by",
         "count": "estimated | anchored | exact: how counted_tokens was obtained",
-        "anchor": "object | null: reported_tokens and seq of the earlier request whose reported usage anchored the count",
+        "anchor": "object | null: reported_tokens and seq of the earlier request whose usage anchored the count",
         "exact_tokens": "int, when the provider counted the request exactly",
         "prompt_digest": "str: digest of the system prompt and tool specs (an anchor holds only while it is unchanged)",
         "retry": "str, only on the retry after a context-length error: context_length",

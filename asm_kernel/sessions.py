@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .context.ops import ContextOps
 from .context.transcript import TranscriptBuilder
 from .errors import (
     AlreadyExistsError,
@@ -35,7 +36,6 @@ from .events import SCHEMA_VERSION, EventType
 from .inputs import coerce_input
 from .model import Event, Message, Run, Session, SessionStatus
 from .pipeline.driver import Closer
-from .context.ops import ContextOps
 from .runs import RunOps
 from .secrets import redact
 from .writes import Committed, WriteUnit

@@ -77,7 +77,7 @@ def plan(
     """How many leading groups the compaction replaces (``through``); the current one if none.
 
     The oldest groups are summarized until the rest (with a summary of ``summary_tokens``) fits
-    ``target`` × ``budget``; the newest ``keep_recent`` groups never are. ``input_limit`` caps the
+    ``target`` times ``budget``; the newest ``keep_recent`` groups never are. ``input_limit`` caps the
     summarizer's input (tokens), so a huge backlog is compacted in several steps.
     """
     groups = builder.groups
@@ -112,7 +112,9 @@ def plan(
 
 
 def _clip(text: str) -> str:
-    return text if len(text) <= MAX_BLOCK_CHARS else text[:MAX_BLOCK_CHARS] + f" [... {len(text) - MAX_BLOCK_CHARS} more characters]"
+    if len(text) <= MAX_BLOCK_CHARS:
+        return text
+    return text[:MAX_BLOCK_CHARS] + f" [... {len(text) - MAX_BLOCK_CHARS} more characters]"
 
 
 def render_for_summary(builder: TranscriptBuilder, through: int) -> str:

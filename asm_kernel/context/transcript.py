@@ -171,8 +171,8 @@ class TranscriptBuilder:
             self.size += 128 + len(dumps(payload))
         if kind == EventType.MESSAGE_SENT:
             message = message_from_dict(payload["message"])
-            for block in message.tool_results:
-                self._open_calls.pop(block.tool_use_id, None)
+            for result in message.tool_results:
+                self._open_calls.pop(result.tool_use_id, None)
             self._close_open_calls(event)
             self._add(event, message, is_input=not message.tool_results)
         elif kind == EventType.MESSAGE_RECEIVED:
@@ -251,7 +251,8 @@ class TranscriptBuilder:
         through = bisect.bisect_right([g.first_seq for g in self.groups], end)
         if through and self.groups[through - 1].last_seq > end:
             through -= 1
-        start = replaced.get("from") if isinstance(replaced.get("from"), int) else self.groups[0].first_seq
+        begin = replaced.get("from")
+        start = begin if isinstance(begin, int) else self.groups[0].first_seq
         text = str(event.payload.get("summary", ""))
         message = Message("user", (TextBlock(SUMMARY_HEADER.format(start=start, end=end) + text),))
         self.summary = Summary(event.seq, text, through, start, end, message)

@@ -191,9 +191,9 @@ def cut_window(
         if use is not None and start is None and limits.truncate and use < cut:
             # The exact count says more fits than the estimate allowed: keep the longer window.
             extra = est(builder.entry_after(anchor.included[-1][1]), len(builder.entries))
-            if budget is None or anchor.reported + extra <= budget:
-                if limits.max_messages is None or messages(use) <= limits.max_messages:
-                    cut, reason = use, (reason if use > first else None)
+            fits = budget is None or anchor.reported + extra <= budget
+            if fits and (limits.max_messages is None or messages(use) <= limits.max_messages):
+                cut, reason = use, (reason if use > first else None)
         if use == cut:
             counted = anchor.reported + est(builder.entry_after(anchor.included[-1][1]), len(builder.entries))
             count = "anchored"

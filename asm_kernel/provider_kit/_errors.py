@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from attrs import define
-
-import re
 
 from ..errors import (
     ContextLengthError,

@@ -76,6 +76,7 @@ def payload_error(call: ProviderCall, payload: Any, *, during: str) -> ProviderE
     numbers = context_length(message) if kind in (ContextLengthError, InvalidRequestError, None) else None
     if numbers is not None:
         kind = ContextLengthError
+    details: dict[str, Any] = dict(numbers or {})
     return call.status_error(
         None,
         f"{during}: {code or type_ or 'error'}: {message}",
@@ -83,7 +84,7 @@ def payload_error(call: ProviderCall, payload: Any, *, during: str) -> ProviderE
         error_code=code,
         error_type=type_,
         error_param=param,
-        **(numbers or {}),
+        **details,
     )
 
 
