@@ -113,7 +113,13 @@ def _digest(request_system: str | None, tools: Any) -> str:
 
 
 async def prepare(
-    state: RunState, name: str, *, scale: float = 1.0, retry: str | None = None, force_compact: bool = False
+    state: RunState,
+    name: str,
+    *,
+    scale: float = 1.0,
+    retry: str | None = None,
+    force_compact: bool = False,
+    cap: int | None = None,
 ) -> Prepared:
     """Cut the window for provider ``name`` (compacting first when the strategy says so)."""
     from ..pipeline.call import model_for
@@ -127,6 +133,8 @@ async def prepare(
     fixed = estimator.fixed(state.options.system, tools)
     digest = _digest(state.options.system, tools)
     limits, hard = limits_for(settings, model_info(provider, model), state.options.max_tokens)
+    if cap is not None:  # the retry after a context-length error: smaller than what was refused
+        limits = evolve(limits, budget=min(cap, limits.budget) if limits.budget is not None else cap, truncate=True)
     builder = await state.manager.transcript_builder(state.session.id)
     error = None
     if force_compact or settings.strategy == "summarize":
@@ -291,18 +299,22 @@ def _record(state: RunState, prepared: Prepared) -> dict[str, Any]:
 
 
 async def recover(state: RunState, error: ContextLengthError) -> None:
-    """Before the one retry after ``error``: compact (summarize strategy) or cut tighter.
+    """Before the one retry after ``error``: compact (summarize strategy) and cut tighter.
 
-    The provider's own count, when its message gives one, calibrates the estimator for the
-    retry (``scale``); otherwise every estimate is taken a quarter higher.
+    The refused request held ``counted`` tokens by asm's count. When the provider's message gives
+    its own numbers (``prompt_tokens`` over ``limit_tokens``), the retry's window is cut to
+    ``counted`` times their ratio, less 5%; otherwise to three quarters of ``counted``. Whole turns
+    are dropped as ever; the newest always stays.
     """
     prepared: Prepared | None = state.data.get(KEY)
-    name = prepared.provider if prepared else (state.provider_name or state.plan.candidates[0])  # type: ignore[union-attr]
-    reported = error.details.get("prompt_tokens")
-    scale = 1.25
-    if prepared is not None and isinstance(reported, int) and prepared.window.counted > 0:
-        scale = max(scale, reported / prepared.window.counted * 1.05)
+    assert state.plan is not None
+    name = prepared.provider if prepared else (state.provider_name or state.plan.candidates[0])
+    sent = prepared.window.counted if prepared is not None else None
+    prompt, limit = error.details.get("prompt_tokens"), error.details.get("limit_tokens")
+    cap = None
+    if sent:
+        ratio = limit / prompt * 0.95 if isinstance(prompt, int) and isinstance(limit, int) and prompt > 0 else 0.75
+        cap = max(1, int(sent * min(ratio, 0.95)))
     settings = resolve(state.kernel.config.context, state.options.context)
-    new = await prepare(state, name, scale=scale, retry="context_length",
-                        force_compact=settings.strategy == "summarize")
+    new = await prepare(state, name, retry="context_length", force_compact=settings.strategy == "summarize", cap=cap)
     state.messages = new.messages

@@ -170,9 +170,7 @@ class TranscriptBuilder:
         if kind in _MESSAGE_TYPES:
             self.size += 128 + len(dumps(payload))
         if kind == EventType.MESSAGE_SENT:
-            message = message_from_dict(payload["message"])
-            for result in message.tool_results:
-                self._open_calls.pop(result.tool_use_id, None)
+            message = self._answer(message_from_dict(payload["message"]))
             self._close_open_calls(event)
             self._add(event, message, is_input=not message.tool_results)
         elif kind == EventType.MESSAGE_RECEIVED:
@@ -183,10 +181,8 @@ class TranscriptBuilder:
                 self._open_calls[block.id] = block.name
             self._answered_by = payload.get("provider")
         elif kind == EventType.TOOL_CALL_COMPLETED:
-            ident = payload["tool_use_id"]
-            self._open_calls.pop(ident, None)
-            result = ToolResultBlock(ident, payload.get("output", ""), bool(payload.get("is_error", False)))
-            self._add(event, Message("user", (result,)))
+            result = ToolResultBlock(payload["tool_use_id"], payload.get("output", ""), bool(payload.get("is_error")))
+            self._add(event, self._answer(Message("user", (result,))))
         elif kind == EventType.CONTEXT_COMPACTED:
             self.size += 128 + len(payload.get("summary", ""))
             self._compact(event)
@@ -202,6 +198,21 @@ class TranscriptBuilder:
             self._answered_by = None
         elif kind == EventType.TOKEN_USAGE_UPDATED:
             self._anchor_from(event)
+
+    def _answer(self, message: Message) -> Message:
+        """``message`` with its tool results closing their calls; a result for no open call (a
+        caller answering a call it had abandoned, a duplicate) becomes text: sent as a result it
+        would be an orphan every provider refuses."""
+        if not message.tool_results:
+            return message
+        blocks: list[ContentBlock] = []
+        for block in message.content:
+            if isinstance(block, ToolResultBlock):
+                if self._open_calls.pop(block.tool_use_id, None) is None:
+                    content = block.content if isinstance(block.content, str) else dumps(block.content)
+                    block = TextBlock(f"[a result for tool call {block.tool_use_id}, which is no longer open]: {content}")
+            blocks.append(block)
+        return Message(message.role, tuple(blocks))
 
     def _close_open_calls(self, event: Event) -> None:
         if not self._open_calls:
@@ -251,6 +262,8 @@ class TranscriptBuilder:
         through = bisect.bisect_right([g.first_seq for g in self.groups], end)
         if through and self.groups[through - 1].last_seq > end:
             through -= 1
+        # The newest group may still grow (tool results, the caller's answers): never replace it.
+        through = min(through, len(self.groups) - 1)
         begin = replaced.get("from")
         start = begin if isinstance(begin, int) else self.groups[0].first_seq
         text = str(event.payload.get("summary", ""))
