@@ -207,10 +207,9 @@ class TranscriptBuilder:
             return message
         blocks: list[ContentBlock] = []
         for block in message.content:
-            if isinstance(block, ToolResultBlock):
-                if self._open_calls.pop(block.tool_use_id, None) is None:
-                    content = block.content if isinstance(block.content, str) else dumps(block.content)
-                    block = TextBlock(f"[a result for tool call {block.tool_use_id}, which is no longer open]: {content}")
+            if isinstance(block, ToolResultBlock) and self._open_calls.pop(block.tool_use_id, None) is None:
+                content = block.content if isinstance(block.content, str) else dumps(block.content)
+                block = TextBlock(f"[a result for tool call {block.tool_use_id}, no longer open]: {content}")
             blocks.append(block)
         return Message(message.role, tuple(blocks))
 
