@@ -316,5 +316,13 @@ async def recover(state: RunState, error: ContextLengthError) -> None:
         ratio = limit / prompt * 0.95 if isinstance(prompt, int) and isinstance(limit, int) and prompt > 0 else 0.75
         cap = max(1, int(sent * min(ratio, 0.95)))
     settings = resolve(state.kernel.config.context, state.options.context)
-    new = await prepare(state, name, retry="context_length", force_compact=settings.strategy == "summarize", cap=cap)
+    try:
+        new = await prepare(state, name, retry="context_length", force_compact=settings.strategy == "summarize",
+                            cap=cap)
+    except ContextWindowExceededError:
+        raise error from None  # nothing is left to drop: the provider's refusal is the answer
+    if prepared is not None and (new.window.included, new.window.summary_seq) == (
+        prepared.window.included, prepared.window.summary_seq
+    ):
+        raise error  # the same request again would be refused again
     state.messages = new.messages

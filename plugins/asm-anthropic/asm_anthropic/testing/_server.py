@@ -6,6 +6,7 @@ scripts and the record of requests.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -54,6 +55,9 @@ class FakeAnthropic(FakeHTTPServer):
         #: When set, a ``/v1/messages`` request over this many tokens (:func:`fake_tokens`) gets the
         #: API's real answer: 400 ``invalid_request_error`` "prompt is too long: N tokens > M maximum".
         self.context_limit: int | None = None
+        #: When true, every reply reports the request's :func:`fake_tokens` as its ``input_tokens``
+        #: (as the real API reports what it counted), whatever the reply's ``usage`` says.
+        self.report_input_tokens = False
 
     # -- scripting ----------------------------------------------------------------------------
 
@@ -170,6 +174,8 @@ class FakeAnthropic(FakeHTTPServer):
             )
         if not isinstance(item, Reply):
             return super().render(item, request)
+        if self.report_input_tokens and request.route == MESSAGES:
+            item = dataclasses.replace(item, usage={**item.usage, "input_tokens": fake_tokens(request.body)})
         headers.update(item.headers)
         model = str(request.body.get("model")) if isinstance(request.body, dict) else "claude"
         if not (isinstance(request.body, dict) and request.body.get("stream")):
