@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asm_anthropic.testing import FakeAnthropic, text_block, thinking_block, tool_use_block
+from asm_anthropic.testing import FakeAnthropic, thinking_block, tool_use_block
 from asm_anthropic.testing._server import COUNT_TOKENS
 
 from asm_kernel import Kernel, RunStatus, ToolSpec
@@ -54,7 +54,9 @@ def check_wire(body: dict[str, Any]) -> None:
     assert body["system"] == SYSTEM
 
 
-async def test_a_long_session_is_windowed_by_whole_turns_with_tools_and_reasoning(fake_anthropic: FakeAnthropic) -> None:
+async def test_a_long_session_is_windowed_by_whole_turns_with_tools_and_reasoning(
+    fake_anthropic: FakeAnthropic,
+) -> None:
     fake_anthropic.default = None
     fake_anthropic.report_input_tokens = True
     turns = 14
