@@ -13,6 +13,7 @@ scripts and the record of requests; this module validates requests like OpenAI a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -91,6 +92,8 @@ class FakeOpenAI(FakeHTTPServer):
         #: When set, a request over this many tokens (:func:`fake_tokens`) gets OpenAI's real
         #: 400 ``context_length_exceeded`` answer for its endpoint.
         self.context_limit: int | None = None
+        #: When true, every reply reports the request's :func:`fake_tokens` as its input tokens.
+        self.report_input_tokens = False
 
     @property
     def base_url(self) -> str:
@@ -212,6 +215,8 @@ class FakeOpenAI(FakeHTTPServer):
         if reply.raw is not None:
             return SSEResponse([piece.encode() for piece in reply.raw], **timing)
         body = request.body if isinstance(request.body, dict) else {}
+        if self.report_input_tokens:
+            reply = dataclasses.replace(reply, input_tokens=fake_tokens(body))
         pairs = render_chat(reply, body) if request.route == CHAT else render_responses(reply, body)
         events = [SSEEvent(data, event=name) for name, data in pairs]
         return SSEResponse.with_faults(
