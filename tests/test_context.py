@@ -233,7 +233,7 @@ async def test_a_second_context_length_error_fails_the_run() -> None:
     provider = scripted([[{"text": "a"}], error, error, [{"text": "never"}]], window=100_000)
     async with kernel(provider) as k:
         session = await k.sessions.create()
-        await k.sessions.run(session.id, "one")
+        await k.sessions.run(session.id, "one " + "x" * 400)
         with pytest.raises(ContextLengthError):
             await k.sessions.run(session.id, "two")
     assert len(provider.requests) == 3

@@ -88,8 +88,8 @@ def plan(
     entries = len(builder.entries)
 
     def rest(t: int) -> int:
-        chars, images, count = builder.weight(groups[t].start, entries) if t < len(groups) else (0, 0, 0)
-        return fixed + summary_tokens + estimator.weighted(chars, images, count)
+        body = estimator.weighted(*builder.weight(groups[t].start, entries)) if t < len(groups) else 0
+        return fixed + summary_tokens + body
 
     through = last
     if budget is not None:
@@ -104,8 +104,9 @@ def plan(
         through = low
     if input_limit is not None:
         while through > first + 1:
-            chars, images, count = builder.weight(groups[first].start, groups[through - 1].end)
-            if estimator.weighted(chars, images, count) + summary_tokens <= input_limit:
+            if estimator.weighted(*builder.weight(groups[first].start, groups[through - 1].end)) + (
+                summary_tokens
+            ) <= input_limit:
                 break
             through = first + (through - first) // 2
     return through

@@ -303,7 +303,7 @@ async def recover(state: RunState, error: ContextLengthError) -> None:
 
     The refused request held ``counted`` tokens by asm's count. When the provider's message gives
     its own numbers (``prompt_tokens`` over ``limit_tokens``), the retry's window is cut to
-    ``counted`` times their ratio, less 5%; otherwise to three quarters of ``counted``. Whole turns
+    ``counted`` times their ratio, less 5%; otherwise to half of ``counted``. Whole turns
     are dropped as ever; the newest always stays.
     """
     prepared: Prepared | None = state.data.get(KEY)
@@ -313,7 +313,7 @@ async def recover(state: RunState, error: ContextLengthError) -> None:
     prompt, limit = error.details.get("prompt_tokens"), error.details.get("limit_tokens")
     cap = None
     if sent:
-        ratio = limit / prompt * 0.95 if isinstance(prompt, int) and isinstance(limit, int) and prompt > 0 else 0.75
+        ratio = limit / prompt * 0.95 if isinstance(prompt, int) and isinstance(limit, int) and prompt > 0 else 0.5
         cap = max(1, int(sent * min(ratio, 0.95)))
     settings = resolve(state.kernel.config.context, state.options.context)
     try:

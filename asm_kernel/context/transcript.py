@@ -37,7 +37,7 @@ from ..events import EventType
 from ..model import ContentBlock, Event, Message, TextBlock, ToolResultBlock, ToolUseBlock
 from ..routing import block_needs
 from ..serialization import dumps, message_from_dict
-from .tokens import weigh
+from .tokens import Weight, weigh
 
 __all__ = ["TranscriptBuilder", "build_transcript", "MISSING_RESULT", "SUMMARY_HEADER", "Entry", "Group", "Summary"]
 
@@ -56,8 +56,7 @@ class Entry:
     seq: int
     at: datetime
     message: Message
-    chars: int
-    images: int
+    weight: Weight
 
 
 @define
@@ -140,8 +139,8 @@ class TranscriptBuilder:
         self.pinned: set[int] = set()
         self.anchor: Anchor | None = None
         self._seqs: list[int] = []
-        self._chars: list[int] = [0]
-        self._images: list[int] = [0]
+        #: Running sums of the entries' weights: the size of any range is one subtraction.
+        self._weights: list[Weight] = [Weight()]
         self._starts: list[int] = []
         self._last_ats: list[datetime] = []
         #: Running sum, over closed groups, of the messages each adds before a following group.
@@ -227,11 +226,10 @@ class TranscriptBuilder:
                 self._needs.add(need)
         weight = weigh(message)
         index = len(self.entries)
-        entry = Entry(event.seq, event.timestamp, message, weight.chars, weight.images)
+        entry = Entry(event.seq, event.timestamp, message, weight)
         self.entries.append(entry)
         self._seqs.append(event.seq)
-        self._chars.append(self._chars[-1] + weight.chars)
-        self._images.append(self._images[-1] + weight.images)
+        self._weights.append(self._weights[-1] + weight)
         last = self.groups[-1] if self.groups else None
         if last is None or (is_input and message.role == "user"):
             if last is not None:  # it is closed now: its share of a window's messages is final
@@ -312,9 +310,9 @@ class TranscriptBuilder:
 
     # -- what windows read --------------------------------------------------------------------
 
-    def weight(self, start: int, end: int) -> tuple[int, int, int]:
-        """(characters, images, entries) of entries ``[start, end)``."""
-        return self._chars[end] - self._chars[start], self._images[end] - self._images[start], end - start
+    def weight(self, start: int, end: int) -> tuple[Weight, int]:
+        """The weight and the number of entries ``[start, end)``."""
+        return self._weights[end] - self._weights[start], end - start
 
     def group_of_seq(self, seq: int) -> int | None:
         """The index of the group holding the message recorded at ``seq`` (None if none does)."""

@@ -127,8 +127,7 @@ def cut_window(
         first = newest + 1
 
     def est(start_entry: int, end_entry: int) -> int:
-        chars, images, count = builder.weight(start_entry, end_entry)
-        return estimator.weighted(chars, images, count)
+        return estimator.weighted(*builder.weight(start_entry, end_entry))
 
     summary_tokens = estimator.message(summary.message) if summary is not None else 0
     pins = sorted(
@@ -198,6 +197,14 @@ def cut_window(
             counted = anchor.reported + est(builder.entry_after(anchor.included[-1][1]), len(builder.entries))
             count = "anchored"
     estimated = tokens(cut, keep_summary) if newest >= 0 else fixed
+    if (
+        count == "anchored" and counted is not None and budget is not None and counted > budget
+        and limits.truncate and start is None and estimated > 0
+    ):
+        # The provider counted more than the estimator did: cut again with estimates scaled to
+        # its count (the anchor calibrates the estimator upward, never downward).
+        return cut_window(builder, limits, estimator, fixed=fixed, now=now, target=None,
+                          scale=counted / estimated * 1.02)
     kept = [p for p in pins if p < cut] + (list(range(cut, newest + 1)) if newest >= 0 else [])
     rendered = _render(builder, keep_summary, [p for p in pins if p < cut], cut if newest >= 0 else None)
     dropped = _spans(builder, [i for i in range(first, cut) if i not in pins]) if cut > first else []

@@ -95,21 +95,21 @@ async def test_count_tokens_is_asked_when_the_estimate_says_it_does_not_fit(fake
     fake_anthropic.reply_text("fits", usage={"output_tokens": 1})
     fake_anthropic.reply_text("cut", usage={"output_tokens": 1})
     history = []
-    for i in range(8):  # an imported conversation: no earlier request's usage to anchor a count
+    for i in range(10):  # an imported conversation: no earlier request's usage to anchor a count
         history.append(("message_sent", {"message": {"role": "user", "content": [
             {"type": "text", "text": f"q{i} " + "x" * 900}]}}))
         history.append(("message_received", {"message": {"role": "assistant", "content": [
             {"type": "text", "text": f"a{i}"}]}, "provider": "claude"}))
     # The fake counts 4 characters a token; asm's Claude estimate is 3: the exact count keeps more.
-    async with Kernel(config(fake_anthropic, window=2_800)) as kernel:
+    async with Kernel(config(fake_anthropic, window=3_200)) as kernel:
         first = await kernel.sessions.create()
         await kernel.sessions.append(first.id, history)
-        await kernel.sessions.run(first.id, "q8")
+        await kernel.sessions.run(first.id, "q10")
         second = await kernel.sessions.create()
         await kernel.sessions.append(second.id, history)
         fake_anthropic.script(JsonResponse(500, {"type": "error", "error": {"type": "api_error", "message": "x"}}),
                               route=COUNT_TOKENS)
-        await kernel.sessions.run(second.id, "q8")
+        await kernel.sessions.run(second.id, "q10")
         exact = (await kernel.sessions.events(first.id, types=["context_prepared"]))[0].payload
         estimated = (await kernel.sessions.events(second.id, types=["context_prepared"]))[0].payload
     counts = [r for r in fake_anthropic.requests if r.route == COUNT_TOKENS]
@@ -118,9 +118,9 @@ async def test_count_tokens_is_asked_when_the_estimate_says_it_does_not_fit(fake
     assert exact["count"] == "exact" and exact["counted_tokens"] == exact["exact_tokens"] <= exact["budget"]
     assert exact["estimated_tokens"] > exact["budget"] and exact["dropped"] == []
     sent = [r.body for r in fake_anthropic.requests if r.route == "/v1/messages"]
-    assert len(sent[0]["messages"]) == 17
+    assert len(sent[0]["messages"]) == 21
     # When counting fails the estimate stands: the run still completes, with a cut window.
-    assert estimated["count"] == "estimated" and estimated["dropped"] and len(sent[1]["messages"]) < 17
+    assert estimated["count"] == "estimated" and estimated["dropped"] and len(sent[1]["messages"]) < 21
 
 
 async def test_prompt_too_long_gets_one_compaction_and_one_retry(fake_anthropic: FakeAnthropic) -> None:

@@ -35,12 +35,13 @@ from .settings import OpenAISettings
 
 __all__ = ["OpenAIProvider", "ENV_KEY", "PLACEHOLDER_KEY", "resolve_api_key", "ESTIMATOR"]
 
-#: How asm estimates OpenAI tokens before a request is sent: 3.2 characters a token (o200k_base
-#: gives about 4 for English prose, fewer for code and other scripts; the guide has the measured
-#: error), 4 tokens a message (the chat format's framing), 3 a request (reply priming), 765 an
-#: image (a 1024x1024 image at high detail). It errs high.
+#: How asm estimates OpenAI tokens before a request is sent, calibrated on the recorded corpus
+#: against o200k_base in the chat format (docs/guides/context.md): 3.6 characters a token, a non-ASCII
+#: byte one character more, a digit or punctuation mark 1.5 more, 4 tokens a message (the chat
+#: framing), 3 a request (reply priming), 765 an image (1024x1024 at high detail). It errs high.
 ESTIMATOR = TokenEstimator(
-    "openai", chars_per_token=3.2, message_overhead=4, image_tokens=765, request_overhead=3, tool_overhead=12
+    "openai", chars_per_token=3.6, message_overhead=4, image_tokens=765, request_overhead=3, tool_overhead=12,
+    extra_weight=1.0, punct_weight=1.5,
 )
 
 ENV_KEY = "OPENAI_API_KEY"
