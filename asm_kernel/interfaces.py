@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from .context.tokens import TokenEstimator
-
     from .routing import Negotiation, RouteContext
 
 __all__ = [
