@@ -125,3 +125,71 @@ def test_the_whole_transcript_pairs_every_call_and_starts_with_the_user(specs: l
     builder.pinned.clear()
     window = cut_window(builder, Limits(truncate=False), TokenEstimator(), fixed=0, now=log.now)
     assert list(window.messages) == messages
+
+
+@st.composite
+def kernel_runs(draw: Any) -> list[dict[str, Any]]:
+    return draw(st.lists(st.fixed_dictionaries({
+        "size": st.integers(min_value=0, max_value=600),
+        "tools": st.integers(min_value=0, max_value=2),
+        "thinking": st.booleans(),
+        "reported": st.sampled_from([None, 0.5, 1.0, 1.5]),
+    }), min_size=1, max_size=14))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    runs=kernel_runs(),
+    strategy=st.sampled_from(["window", "summarize"]),
+    max_messages=st.one_of(st.none(), st.integers(min_value=2, max_value=12)),
+    window=st.integers(min_value=1_500, max_value=6_000),
+)
+def test_every_request_the_pipeline_sends_is_valid_fits_and_keeps_the_system_prompt(
+    runs: list[dict[str, Any]], strategy: str, max_messages: int | None, window: int
+) -> None:
+    import asyncio
+
+    from asm_kernel import Kernel, ToolSpec
+    from asm_kernel.builtin.echo import EchoProvider, EchoSettings
+    from asm_kernel.builtin.scripted import ScriptedProvider, ScriptedSettings
+    from asm_kernel.context.tokens import estimate_messages
+
+    turns: list[list[dict[str, Any]]] = []
+    for i, run in enumerate(runs):
+        for t in range(run["tools"]):
+            step: list[dict[str, Any]] = [{"tool_use": {"name": "lookup", "input": {"i": i}, "id": f"c{i}_{t}"}}]
+            if run["thinking"]:
+                step.insert(0, {"thinking": "considering", "signature": "sig"})
+            turns.append(step)
+        turns.append([{"text": "done " * (run["size"] // 50)}])
+    provider = ScriptedProvider(settings=ScriptedSettings(turns=turns, context_window=window))
+
+    class Lookup:
+        spec = ToolSpec("lookup")
+
+        async def __call__(self, input: dict[str, Any]) -> str:
+            return "found " * 40
+
+    async def go() -> list[Any]:
+        config = {"store": {"use": "memory"}, "run": {"system": "SYSTEM PROMPT"},
+                  "context": {"strategy": strategy, "max_messages": max_messages, "summarizer": "sum",
+                              "summary_max_tokens": 30}}
+        summarizer = EchoProvider(EchoSettings(model="sum-1"), name="sum")
+        async with Kernel(config, providers={"main": provider, "sum": summarizer}, tools=[Lookup()]) as k:
+            session = await k.sessions.create()
+            for i, run in enumerate(runs):
+                result = await k.sessions.run(session.id, f"input {i} " + "x" * run["size"], max_turns=4)
+                assert result.status.value == "completed", result.error
+            return await k.sessions.events(session.id, types=["context_prepared"])
+
+    prepared = asyncio.run(go())
+    hard = window - min(8192, window, window // 4)
+    for request in provider.requests:
+        validate_request(request)
+        assert request.system == "SYSTEM PROMPT"
+        assert estimate_messages(request.messages, request.system) <= hard  # what the provider counts
+    for event in prepared:
+        assert event.payload["counted_tokens"] <= event.payload["budget"]
+        if max_messages is not None and event.payload["messages"] > max_messages:
+            # Only the newest turn is sent: it is always kept, however many messages it holds.
+            assert len(event.payload["included"]) == 1 and not event.payload["pinned"]
