@@ -140,6 +140,9 @@ async def test_max_messages_and_max_age_per_run_and_pinned_turns_are_kept() -> N
         await k.sessions.run(session.id, "aged", context={"max_age": 3600})
         assert len(provider.requests[-1].messages) == 17  # nothing is an hour old
         report = await k.sessions.context_report(session.id)
+        window = await k.sessions.window(session.id, context={"max_messages": 3})
+        assert [m.text for m in window.messages] == ["aged", "fine"]
+        assert window.dropped and window.dropped[0]["reason"] == "max_messages"
         with pytest.raises(ValidationError, match="holds no message"):
             await k.sessions.pin(session.id, 1)
         with pytest.raises(ValidationError, match="max_messages"):
@@ -316,3 +319,19 @@ async def test_forks_copy_the_prefix_keep_the_parent_and_stay_incremental() -> N
     reads = [r for r in store.reads if r[0] != grandchild.id]
     assert reads == []
     assert all(after > 0 for sid, after in store.reads)
+
+
+def test_the_sync_wrappers_compact_fork_and_pin() -> None:
+    from asm_kernel.sync import SyncKernel
+
+    summarizer = EchoProvider(EchoSettings(model="echo-sum"), name="sum")
+    config = {"store": {"use": "memory"}, "context": {"summarizer": "sum", "summary_max_tokens": 10}}
+    with SyncKernel(config, providers={"main": scripted(window=100_000), "sum": summarizer}) as asm:
+        first = asm.run_once("one")
+        asm.run(first.session_id, "two")
+        asm.run(first.session_id, "three")
+        pinned = asm.pin(first.session_id, 4)
+        compacted = asm.compact(first.session_id, keep_recent=1)
+        fork = asm.fork(first.session_id, at=pinned.seq)
+        assert compacted is not None and compacted.payload["groups"] == 2
+        assert [m.text for m in asm.transcript(fork.id)] == ["one", "fine", "two", "fine", "three", "fine"]
