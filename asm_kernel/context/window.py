@@ -85,18 +85,38 @@ class Window:
         }
 
 
-def _spans(builder: TranscriptBuilder, groups: Sequence[int]) -> list[Span]:
-    """Seq spans of ``groups`` (ascending), adjacent groups joined."""
-    out: list[Span] = []
-    previous = -2
-    for i in groups:
-        g = builder.groups[i]
-        if out and i == previous + 1:
-            out[-1]["to"] = g.last_seq
-        else:
-            out.append({"from": g.first_seq, "to": g.last_seq})
-        previous = i
+def _runs(low: int, high: int, skip: Sequence[int]) -> list[tuple[int, int]]:
+    """The runs of consecutive groups in ``[low, high)`` without those in ``skip`` (sorted): O(len(skip))."""
+    out = []
+    start = low
+    for p in skip:
+        if p < low or p >= high:
+            continue
+        if p > start:
+            out.append((start, p))
+        start = p + 1
+    if start < high:
+        out.append((start, high))
     return out
+
+
+def _kept_spans(builder: TranscriptBuilder, early: Sequence[int], cut: int) -> list[Span]:
+    """Spans of the pinned groups ``early`` and of the groups from ``cut`` on, adjacent ones joined."""
+    joined: list[tuple[int, int]] = []
+    for a, b in [*((p, p + 1) for p in early), (cut, len(builder.groups))]:
+        if joined and joined[-1][1] == a:
+            joined[-1] = (joined[-1][0], b)
+        else:
+            joined.append((a, b))
+    return _run_spans(builder, joined)
+
+
+def _run_spans(builder: TranscriptBuilder, runs: Sequence[tuple[int, int]]) -> list[Span]:
+    groups = builder.groups
+    spans: list[Span] = []
+    for a, b in runs:
+        spans.append({"from": groups[a].first_seq, "to": groups[b - 1].last_seq})
+    return spans
 
 
 def cut_window(
@@ -205,9 +225,11 @@ def cut_window(
         # its count (the anchor calibrates the estimator upward, never downward).
         return cut_window(builder, limits, estimator, fixed=fixed, now=now, target=None,
                           scale=counted / estimated * 1.02)
-    kept = [p for p in pins if p < cut] + (list(range(cut, newest + 1)) if newest >= 0 else [])
-    rendered = _render(builder, keep_summary, [p for p in pins if p < cut], cut if newest >= 0 else None)
-    dropped = _spans(builder, [i for i in range(first, cut) if i not in pins]) if cut > first else []
+    early = [p for p in pins if p < cut]
+    rendered = _render(builder, keep_summary, early, cut if newest >= 0 else None)
+    # Spans from runs of groups: what a window records costs the pins, not the session's length.
+    included = _kept_spans(builder, early, cut) if newest >= 0 else []
+    dropped = _run_spans(builder, _runs(first, cut, pins)) if cut > first else []
     for span in dropped:
         span["reason"] = reason or "max_tokens"
     summarized: list[Span] = []
@@ -217,10 +239,11 @@ def cut_window(
             summarized[0]["dropped"] = True
     return Window(
         messages=tuple(rendered),
-        included=tuple(_spans(builder, kept)),
+        included=tuple(included),
         dropped=tuple(dropped),
         summarized=tuple(summarized),
-        pinned=tuple(sorted(s for s in builder.pinned if (g := builder.group_of_seq(s)) is not None and g in kept)),
+        pinned=tuple(sorted(s for s in builder.pinned if (g := builder.group_of_seq(s)) is not None
+                            and (g in early or g >= cut))),
         estimated=estimated,
         counted=counted if counted is not None else estimated,
         count=count,
@@ -254,10 +277,9 @@ def _anchored(
     start = builder.group_of_seq(anchor.included[-1][0])
     if start is None:
         return None
-    kept = [p for p in pins if p < start] + list(range(start, len(builder.groups)))
     limit = anchor.included[-1][1]
     spans = []
-    for span in _spans(builder, kept):
+    for span in _kept_spans(builder, [p for p in pins if p < start], start):
         if span["from"] > limit:
             break
         spans.append((span["from"], min(span["to"], limit)))
