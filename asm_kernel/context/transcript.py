@@ -167,7 +167,8 @@ class TranscriptBuilder:
         kind = event.type
         payload = event.payload
         if kind in _MESSAGE_TYPES:
-            self.size += 128 + len(dumps(payload))
+            # The payload's JSON plus what an entry holds beside it (record, weights, running sums).
+            self.size += 320 + len(dumps(payload))
         if kind == EventType.MESSAGE_SENT:
             message = self._answer(message_from_dict(payload["message"]))
             self._close_open_calls(event)
