@@ -65,6 +65,10 @@ __all__ = [
     "ToolError",
     "ToolNotFoundError",
     "ToolExecutionError",
+    "ContextLengthError",
+    "ContextError",
+    "ContextWindowExceededError",
+    "InvalidContextError",
     "error_codes",
 ]
 
@@ -454,6 +458,49 @@ class ToolNotFoundError(ToolError):
 
 class ToolExecutionError(ToolError):
     code = "tool.execution_failed"
+
+
+# -- context ----------------------------------------------------------------------------------
+
+
+class ContextLengthError(RequestTooLargeError):
+    """The provider refused the request because the prompt exceeds the model's context window.
+
+    ``prompt_tokens`` and ``limit_tokens`` (in ``details``) hold the provider's own numbers when
+    its message gives them. The kernel answers it once per model call: it compacts the session
+    (or, without a summarizer, truncates with the provider's count) and retries the call.
+    """
+
+    code = "provider.context_length_exceeded"
+
+
+class ContextError(AsmError):
+    """The context window of a model call could not be prepared or is malformed."""
+
+    code = "context.error"
+    category = "context"
+
+
+class ContextWindowExceededError(ContextError):
+    """What must be sent (system prompt, tools, pinned messages, the newest turn) does not fit.
+
+    Raised before anything is sent: the window's token budget (``[context] max_tokens`` or the
+    model's context window minus the output reserve) is smaller than the part of the request
+    that is never dropped. ``details`` hold ``budget`` and ``required`` (tokens).
+    """
+
+    code = "context.window_exceeded"
+
+
+class InvalidContextError(ContextError):
+    """An outgoing request breaks the rules of a conversation (checked before it is sent).
+
+    A tool call without its result or a result without its call, a first message that is not a
+    user turn, a block in the wrong role: a stage or an ``asm_before_provider_request`` hook
+    made a request the provider would refuse with a 400. ``path`` points into the request.
+    """
+
+    code = "context.invalid_request"
 
 
 def error_codes() -> dict[str, type[AsmError]]:

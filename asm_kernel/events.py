@@ -48,6 +48,11 @@ class EventType(enum.StrEnum):
     PROVIDER_SKIPPED = "provider_skipped"
     BREAKER_STATE_CHANGED = "breaker_state_changed"
 
+    CONTEXT_PREPARED = "context_prepared"
+    CONTEXT_COMPACTED = "context_compacted"
+    MESSAGE_PINNED = "message_pinned"
+    SESSION_FORKED = "session_forked"
+
 
 #: Types whose loss on a crash costs nothing durable (the final message repeats them), so the
 #: store may write them behind instead of making the caller wait for the commit.
@@ -149,6 +154,47 @@ PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
         "model": "str",
         "from": "closed | open | half_open",
         "to": "closed | open | half_open",
+    },
+    EventType.CONTEXT_PREPARED: {
+        "turn": "int: the model call of the run (0 first)",
+        "provider": "str: the target the window was prepared for",
+        "model": "str",
+        "strategy": "full | window | summarize",
+        "budget": "int | null: tokens the request may hold (null: the model's window is unknown and no max_tokens)",
+        "limits": "object: max_tokens, max_messages, max_age as applied (null when unset)",
+        "included": "list of spans {from, to}: seq ranges whose messages were sent",
+        "dropped": "list of spans {from, to, reason}: seq ranges left out (reason max_tokens | max_messages | max_age)",
+        "summarized": "list of spans {from, to, by}: seq ranges replaced by the summary of compaction `by` (its seq)",
+        "pinned": "list[int]: pinned seqs whose turns were kept",
+        "messages": "int: messages sent",
+        "last_seq": "int: the last seq the window saw",
+        "estimated_tokens": "int: the estimator's count of the whole request (system, tools, messages)",
+        "counted_tokens": "int: the count the window was judged by",
+        "count": "estimated | anchored | exact: how counted_tokens was obtained",
+        "anchor": "object | null: reported_tokens and seq of the earlier request whose usage anchored the count",
+        "exact_tokens": "int, when the provider counted the request exactly",
+        "prompt_digest": "str: digest of the system prompt and tool specs (an anchor holds only while it is unchanged)",
+        "retry": "str, only on the retry after a context-length error: context_length",
+        "compaction_error": "error object, when an automatic compaction failed (the window was truncated instead)",
+    },
+    EventType.CONTEXT_COMPACTED: {
+        "summary": "str: the summary that later windows send in place of the replaced range",
+        "replaced": "span {from, to}: the seq range the summary replaces (whole turns, from the start)",
+        "groups": "int: turns summarized",
+        "provider": "str: the provider that wrote the summary",
+        "model": "str",
+        "usage": "usage | null: of the summarizing call",
+        "cost": "float | null: US dollars",
+        "trigger": "auto | manual | context_length",
+    },
+    EventType.MESSAGE_PINNED: {
+        "seq": "int: a seq of the message (its whole turn is kept in every window)",
+        "pinned": "bool: false unpins it",
+    },
+    EventType.SESSION_FORKED: {
+        "parent_session_id": "str: the session this one was forked from",
+        "at_seq": "int: the parent's last seq the fork contains",
+        "copied": "int: transcript events copied from the parent (their seqs follow this event)",
     },
 }
 

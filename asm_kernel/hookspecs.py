@@ -142,13 +142,16 @@ def asm_event_appended(event: Event) -> None:
 
 @hookspec
 def asm_before_provider_request(
-    request: ProviderRequest, session: Session, run: Run, provider: str
+    request: ProviderRequest, session: Session, run: Run | None, provider: str
 ) -> ProviderRequest | None:
     """Inspect or rewrite the request about to be sent (a decision hook: may be ``async def``).
 
     Return a new :class:`ProviderRequest` (``attrs.evolve(request, ...)``) to replace it, or None
     to leave it. Implementations are chained: each sees the request the previous one returned.
     Raising an :class:`~asm_kernel.errors.AsmError` (a ``PolicyError``, say) fails the attempt.
+    The summarizing request of a compaction passes here too (``request.metadata["purpose"]`` is
+    ``"compaction"``); ``run`` is None for one made outside a run (``asm compact``). The request
+    that comes out is checked (:mod:`asm_kernel.context.validate`) before it is sent.
     """
 
 

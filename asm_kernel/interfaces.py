@@ -28,9 +28,20 @@ from .writes import Committed, StoreCapabilities, WriteUnit
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .context.tokens import TokenEstimator
     from .routing import Negotiation, RouteContext
 
-__all__ = ["Store", "Provider", "Router", "Policy", "TelemetrySink", "Tool", "ComponentContext"]
+__all__ = [
+    "Store",
+    "Provider",
+    "TokenCounting",
+    "TokenEstimating",
+    "Router",
+    "Policy",
+    "TelemetrySink",
+    "Tool",
+    "ComponentContext",
+]
 
 
 class ComponentContext(Protocol):
@@ -172,6 +183,13 @@ class Provider(Protocol):
     ``stream`` yields :class:`TextDelta`, :class:`ThinkingDelta`, :class:`UsageUpdate` and ends
     with exactly one :class:`MessageDone`, or raises a
     :class:`~asm_kernel.errors.ProviderError`. It must not retry: the kernel owns retries.
+
+    Optional, for context windows (see docs/guides/context.md): ``count_tokens`` (the
+    :class:`TokenCounting` protocol), asked when the estimate says a window does not fit, and
+    ``token_estimator`` (:class:`TokenEstimating`), the estimator for the provider's models.
+    A provider that reports a prompt over the model's window raises
+    :class:`~asm_kernel.errors.ContextLengthError` (``provider_kit.context_length`` reads the
+    usual wordings), which the kernel answers with one compaction and one retry.
     """
 
     name: str
@@ -188,6 +206,29 @@ class Provider(Protocol):
     def stream(self, request: ProviderRequest) -> AsyncIterator[StreamEvent]: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TokenCounting(Protocol):
+    """An optional provider capability: the exact input tokens of a request, without running it.
+
+    The kernel asks it (with ``[context] exact_count``, the default) only when its estimate says
+    the transcript does not fit the window, so a call costs nothing in the common case. It must
+    count the request exactly as :meth:`Provider.stream` would send it; errors are the provider's
+    usual typed errors, and the kernel falls back to its estimate on any of them. ``asm-anthropic``
+    implements it with ``POST /v1/messages/count_tokens``.
+    """
+
+    async def count_tokens(self, request: ProviderRequest) -> int: ...
+
+
+@runtime_checkable
+class TokenEstimating(Protocol):
+    """An optional provider capability: the estimator the kernel uses for ``model`` before a
+    request's size is known (a :class:`~asm_kernel.context.tokens.TokenEstimator` that errs high
+    for the provider's tokenizer). Without it the kernel's default estimator applies."""
+
+    def token_estimator(self, model: str) -> TokenEstimator: ...
 
 
 class Router(Protocol):

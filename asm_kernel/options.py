@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 from attrs import field, frozen
 
+from .context.settings import ContextOptions
 from .errors import ValidationError
 from .model import ToolSpec
 
@@ -63,6 +64,16 @@ def _schema(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(value)
 
 
+def _context(value: Any) -> ContextOptions | None:
+    if value is None or isinstance(value, ContextOptions):
+        return value
+    try:
+        return ContextOptions(value)
+    except ValidationError as exc:
+        where = f"{exc.path}: " if exc.path else ""
+        raise ValidationError(f"{where}{exc.message}", hint=exc.hint) from None
+
+
 def _int_at_least_one(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValidationError(f"must be an integer >= 1, got {value!r:.40}")
@@ -98,7 +109,8 @@ class RunOptions:
     * ``timeout`` — seconds for the whole run; on expiry it ends ``timed_out``;
     * ``response_schema`` — a JSON schema the answer must follow (``json_schema`` capability);
     * ``requires`` / ``prefers`` — capability names for negotiation;
-    * ``exclude`` — provider names this run must not use.
+    * ``exclude`` — provider names this run must not use;
+    * ``context`` — ``[context]`` keys for this run's windows (``{"max_messages": 20}``), over the config's.
     """
 
     system: str | None = field(default=None, validator=_optional_str)
@@ -111,6 +123,7 @@ class RunOptions:
     requires: tuple[str, ...] = field(default=(), converter=_names)
     prefers: tuple[str, ...] = field(default=(), converter=_names)
     exclude: tuple[str, ...] = field(default=(), converter=_names)
+    context: ContextOptions | None = field(default=None, converter=_context)
 
     @classmethod
     def build(cls, values: Mapping[str, Any] | None = None, /, **kwargs: Any) -> RunOptions:
@@ -151,6 +164,10 @@ class RunOptions:
         for f in attrs.fields(RunOptions):
             value = getattr(self, f.name)
             if value in (None, ()):
+                continue
+            if isinstance(value, ContextOptions):
+                if value.values:
+                    out[f.name] = value.to_json()
                 continue
             out[f.name] = (
                 [to_dict(t) for t in value]

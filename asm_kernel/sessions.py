@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .context.ops import ContextOps
 from .context.transcript import TranscriptBuilder
 from .errors import (
     AlreadyExistsError,
@@ -77,7 +78,7 @@ _DEFINITE = (
 )
 
 
-class SessionManager(RunOps):
+class SessionManager(RunOps, ContextOps):
     """Session/run lifecycle operations over the kernel's store. Reached as ``kernel.sessions``."""
 
     def __init__(self, kernel: Kernel) -> None:
@@ -301,7 +302,12 @@ class SessionManager(RunOps):
         return await self.store.read(session_id, after=after, before=before, limit=limit, types=types, run_id=run_id)
 
     async def transcript(self, session_id: str) -> builtins.list[Message]:
-        """The conversation as the model will see it next, rebuilt from the log."""
+        """The whole conversation rebuilt from the log (a compaction's summary in place of the
+        range it replaces); each model call sends a window of it (see :meth:`window`)."""
+        return (await self.transcript_builder(session_id)).messages()
+
+    async def transcript_builder(self, session_id: str) -> TranscriptBuilder:
+        """The session's incremental transcript, brought up to date (read only what is new)."""
         builder = self._transcripts.get(session_id)
         if builder is None:
             await self.store.get_session(session_id)
@@ -316,7 +322,7 @@ class SessionManager(RunOps):
         while self._transcript_bytes > self.transcript_cache_bytes and len(self._transcripts) > 1:
             _, dropped = self._transcripts.popitem(last=False)
             self._transcript_bytes -= dropped.size
-        return builder.messages()
+        return builder
 
     @property
     def transcript_cache(self) -> tuple[int, int]:

@@ -101,6 +101,17 @@ class SyncKernel:
     def transcript(self, session_id: str) -> list[Message]:
         return self._call(self.kernel.sessions.transcript(session_id))
 
+    def compact(self, session_id: str, **options: Any) -> Event | None:
+        """Summarize the session's oldest turns now (see ``kernel.sessions.compact``)."""
+        return self._call(self.kernel.sessions.compact(session_id, **options))
+
+    def fork(self, session_id: str, **options: Any) -> Session:
+        """A new session with this one's transcript up to ``at`` (see ``kernel.sessions.fork``)."""
+        return self._call(self.kernel.sessions.fork(session_id, **options))
+
+    def pin(self, session_id: str, seq: int, *, pinned: bool = True) -> Event:
+        return self._call(self.kernel.sessions.pin(session_id, seq, pinned=pinned))
+
     def runs(self, session_id: str, **filters: Any) -> Sequence[Run]:
         return self._call(self.kernel.sessions.runs(session_id, **filters))
 

@@ -9,7 +9,9 @@ from asm_kernel.errors import AsmError, ConfigError, ProviderError, RateLimitErr
 def test_every_error_class_has_a_unique_stable_code() -> None:
     codes = error_codes()
     assert len(codes) >= 40
-    categories = {"asm", "validation", "config", "state", "plugin", "storage", "provider", "policy", "runtime", "tool"}
+    categories = {
+        "asm", "validation", "config", "state", "plugin", "storage", "provider", "policy", "runtime", "tool", "context"
+    }
     for code, cls in codes.items():
         assert re.fullmatch(r"[a-z]+\.[a-z_]+", code), code
         assert code.split(".")[0] in categories

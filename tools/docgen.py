@@ -355,6 +355,29 @@ EVENT_NOTES: dict[str, str] = {
     ),
     "provider_skipped": "A candidate was skipped without a request: its circuit breaker is open.",
     "breaker_state_changed": "The circuit breaker of a `(provider, model)` changed state.",
+    "context_prepared": (
+        "What one model call sends: the window cut from the transcript (strategy, budget, the seq "
+        "ranges included, dropped with the reason, and summarized), its estimated and counted tokens "
+        "and the reported usage that anchored the count. Deferred: stored with the call's answer, no "
+        "extra write. `asm sessions show` explains from it why a message was not seen."
+    ),
+    "context_compacted": (
+        "A summary of the oldest turns, which later windows send in place of the `replaced` range "
+        "(the original events stay in the log). Written by the `summarize` strategy at its threshold "
+        "(`trigger: auto`), after a context-length error (`context_length`), or on demand by "
+        "`asm compact` / `kernel.sessions.compact` (`manual`, no run). Carries the summarizing call's "
+        "usage and cost; inside a run they are also in the run's usage and in a `token_usage_updated` "
+        "with `compaction: true`."
+    ),
+    "message_pinned": (
+        "The turn holding `seq` is pinned (or, `pinned: false`, unpinned): every window keeps it. "
+        "Written by `asm pin` / `kernel.sessions.pin`."
+    ),
+    "session_forked": (
+        "This session was forked from `parent_session_id` at `at_seq` (`asm fork` / "
+        "`kernel.sessions.fork`); always seq 2, after `session_created`. The parent's transcript events "
+        "up to `at_seq` follow as copies, with their times; the parent is not changed."
+    ),
 }
 
 _EVENTS_INTRO = """\
@@ -564,6 +587,7 @@ _CATEGORY_TITLES = {
     "policy": "policy: policies and budgets",
     "runtime": "runtime: executing runs",
     "tool": "tool: tools the model calls",
+    "context": "context: context windows of model calls",
 }
 
 

@@ -70,14 +70,14 @@ def cmd_sessions_show(args: argparse.Namespace, ctx: CliContext) -> int:
             session = await kernel.sessions.get(args.id)
             runs = await kernel.sessions.runs(args.id, limit=1000)
             last = await kernel.store.last_seq(args.id)
-            return session, runs, last
+            return session, runs, last, await kernel.sessions.context_report(args.id)
 
     remote = ctx.remote()
     if remote is not None:
         session, summary = remote.session(args.id)
-        runs, last = remote.runs(args.id, limit=1000), summary["last_seq"]
+        runs, last, context = remote.runs(args.id, limit=1000), summary["last_seq"], None
     else:
-        session, runs, last = run_async(go())
+        session, runs, last, context = run_async(go())
     from ..model import Usage
     from ..serialization import to_dict
 
@@ -85,7 +85,8 @@ def cmd_sessions_show(args: argparse.Namespace, ctx: CliContext) -> int:
     cost = sum(r.cost or 0.0 for r in runs)
     if args.json:
         runs_data = [to_dict(r) for r in runs]
-        ctx.json_out({**to_dict(session), "events": last, "runs": runs_data, "usage": to_dict(total), "cost": cost})
+        ctx.json_out({**to_dict(session), "events": last, "runs": runs_data, "usage": to_dict(total), "cost": cost,
+                      "context": context})
         return 0
     ctx.line(f"session  {session.id}\nstatus   {session.status.value}\nagent    {session.agent_id}")
     ctx.line(
@@ -110,6 +111,12 @@ def cmd_sessions_show(args: argparse.Namespace, ctx: CliContext) -> int:
         ["run", "status", "provider", "model", "tokens", "output"],
         ctx.out,
     )
+    if context:  # what the latest run's model calls saw, and why the rest was not seen
+        from .context import explain_window
+
+        ctx.line("\ncontext of the latest run")
+        for text in explain_window(context):
+            ctx.line(text)
     return 0
 
 

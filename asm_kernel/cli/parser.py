@@ -8,6 +8,7 @@ from functools import cache
 
 from .api import CliContext, CommandRegistry, Handler, add_common, add_json
 from .configure import cmd_config_check, cmd_config_show, cmd_init
+from .context import cmd_compact, cmd_fork, cmd_pin
 from .inspect import cmd_events, cmd_plugins, cmd_providers, cmd_sessions_list, cmd_sessions_show
 from .queue import cmd_submit, cmd_wait, cmd_worker
 from .running import cmd_demo, cmd_run
@@ -32,6 +33,9 @@ CORE_COMMANDS = frozenset(
         "export",
         "import",
         "repair",
+        "compact",
+        "fork",
+        "pin",
     }
 )
 
@@ -172,6 +176,25 @@ def _core(sub: argparse._SubParsersAction) -> CommandRegistry:  # type: ignore[t
     add_json(p)
 
     p = core.add("repair", cmd_repair, help="check every run's record against its log and mend what disagrees")
+    add_json(p)
+
+    p = core.add("compact", cmd_compact, help="summarize a session's oldest turns now (a context_compacted event)")
+    p.add_argument("id", metavar="SESSION_ID")
+    p.add_argument("--keep", type=_positive_int, help="newest turns left unsummarized (default [context] keep_recent)")
+    p.add_argument("--provider", "-p", help="the summarizer (default [context] summarizer, else the last provider)")
+    p.add_argument("--model", "-m", help="its model (default [context] summary_model, else its default)")
+    add_json(p)
+
+    p = core.add("fork", cmd_fork, help="a new session with a session's transcript up to a seq; prints its id")
+    p.add_argument("id", metavar="SESSION_ID")
+    p.add_argument("--at", type=_positive_int, help="the last seq the fork contains (default: the whole log)")
+    p.add_argument("--session-id", dest="session_id", help="the new session's id (default: a new one)")
+    add_json(p)
+
+    p = core.add("pin", cmd_pin, help="keep the turn holding a seq in every window (--unpin to undo)")
+    p.add_argument("id", metavar="SESSION_ID")
+    p.add_argument("seq", type=_positive_int, metavar="SEQ")
+    p.add_argument("--unpin", action="store_true", help="unpin it")
     add_json(p)
     return core
 

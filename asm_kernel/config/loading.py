@@ -11,7 +11,15 @@ import attrs
 from attrs import evolve, field, frozen
 
 from ..errors import ConfigError
-from .records import ComponentConfig, Config, PluginsConfig, ResilienceConfig, RunDefaults, RuntimeConfig
+from .records import (
+    ComponentConfig,
+    Config,
+    ContextSettings,
+    PluginsConfig,
+    ResilienceConfig,
+    RunDefaults,
+    RuntimeConfig,
+)
 from .sources import (
     apply_env_overrides,
     copy_document,
@@ -44,6 +52,7 @@ class _Document:
     #: ``[serve]``: kept as data for the ``asm serve`` plugin (asm-serve), which validates it.
     serve: Mapping[str, Any] = field(factory=dict)
     home: Path | None = None
+    context: ContextSettings = field(factory=ContextSettings)
 
 
 #: Every top-level key of a config.
@@ -115,6 +124,7 @@ def config_from_dict(
         runtime=doc.runtime,
         resilience=doc.resilience,
         serve=dict(doc.serve),
+        context=doc.context,
         home=home,
         source=source,
         secret_paths=frozenset(secret_paths),

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import attrs
 from attrs import field, frozen
 
+from ..context.settings import ContextSettings
 from ..secrets import Secret, mask_url
 from .sources import MASK, MaskedStr, Unset, default_home, is_secret_key, join_key
 
@@ -20,6 +21,7 @@ __all__ = [
     "RunDefaults",
     "RuntimeConfig",
     "ResilienceConfig",
+    "ContextSettings",
     "Config",
     "mask",
 ]
@@ -198,6 +200,8 @@ class Config:
     #: kernel keeps no web settings of its own and a config that has them still loads here.
     serve: Mapping[str, Any] = field(factory=dict)
     home: Path = field(factory=lambda: default_home())
+    #: ``[context]``: how the window of each model call is cut (see docs/guides/context.md).
+    context: ContextSettings = field(factory=ContextSettings)
     source: Path | None = None
     secret_paths: frozenset[str] = frozenset()
     raw: Mapping[str, Any] = field(factory=dict)

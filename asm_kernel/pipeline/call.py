@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
-from ..errors import CapabilityError, ProviderError, ProviderResponseError, ProviderTimeoutError, ValidationError
+from ..errors import (
+    CapabilityError,
+    ContextLengthError,
+    ProviderError,
+    ProviderResponseError,
+    ProviderTimeoutError,
+    ValidationError,
+)
 from ..events import EventType
 from ..model import MessageDone, ProviderRequest, StreamEvent, TextDelta, ThinkingDelta, Usage, UsageUpdate
 from ..resilience import RetryPolicy
@@ -63,7 +70,14 @@ async def call_provider(state: RunState) -> MessageDone:
     deadline = loop.time() + config.deadline
     try:
         async with asyncio.timeout_at(deadline) as scope:
-            return await _try_candidates(state, deadline)
+            try:
+                return await _try_candidates(state, deadline)
+            except ContextLengthError as exc:
+                # One compaction (or a tighter cut, by the provider's own count), one retry.
+                from ..context.stage import recover
+
+                await recover(state, exc)
+                return await _try_candidates(state, deadline)
     except TimeoutError:
         if not scope.expired():
             raise
@@ -195,6 +209,9 @@ async def _attempt(state: RunState, name: str, provider: Provider, model: str) -
     if negotiation.outcome == "degraded" and name not in reported:
         reported.add(name)
         state.defer(EventType.CAPABILITY_DEGRADED, {"provider": name, **negotiation.to_dict()})
+    from ..context.stage import check_request, for_attempt
+
+    await for_attempt(state, name, model)
     messages = state.messages
     missing = state.manager.transcript_needs(state.session.id) - frozenset(provider.capabilities)
     if missing:
@@ -220,6 +237,8 @@ async def _attempt(state: RunState, name: str, provider: Provider, model: str) -
             "an asm_before_provider_request hook returned something that is not a ProviderRequest",
             hint="return attrs.evolve(request, ...) or None",
         )
+    # The final request, after every hook: a broken one fails typed here, not as a provider 400.
+    await check_request(state, name, provider, request)
     return await _stream(state, name, provider, request)
 
 

@@ -12,7 +12,8 @@ and ``turns`` goes through the **turn stages** once per model call, up to ``max_
 * ``start`` makes the run's start durable in one unit (run ``running`` with its lease,
   ``run_started``, ``message_sent``, ``routing_decided``; the session's activation);
 * ``preflight`` asks every policy whether the run may go ahead;
-* ``context`` sets the messages the next call sends (the transcript, by default);
+* ``context`` sets the messages the next call sends: the window of the transcript (turn groups
+  that fit ``[context]``, after a compaction when due);
 * ``call`` is the resilient provider call (retries, failover, breakers); the response is
   stored with the next write;
 * ``tools`` runs the kernel's tools the model called, or hands calls to the caller and ends;
@@ -327,9 +328,10 @@ async def preflight(state: RunState) -> None:
 
 
 async def context(state: RunState) -> None:
-    """The messages the next call sends: the transcript rebuilt from the log."""
-    await state.writer.flush()  # this turn's context includes everything recorded so far
-    state.messages = await state.manager.transcript(state.session.id)
+    """The messages the next call sends: the window of the transcript (see :mod:`asm_kernel.context`)."""
+    from ..context.stage import context_stage
+
+    await context_stage(state)
 
 
 async def call(state: RunState) -> None:

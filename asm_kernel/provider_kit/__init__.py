@@ -3,6 +3,9 @@
 * :func:`error_class` and :data:`STATUS_ERRORS`: the one HTTP-status → asm-error map, refined
   by the class the provider's own error vocabulary names (its ``type``/``code``) where a status
   alone is ambiguous (a 429 that is really a spent quota, a 400 that says the prompt is too long);
+* :func:`context_length`: whether an error message says the prompt is over the model's window
+  (Anthropic's and OpenAI's wordings), with the token counts it gives, for
+  :class:`~asm_kernel.errors.ContextLengthError`;
 * :class:`ProviderCall`: the state of one call (provider, model, request id, whether output
   reached the caller, the usage reported so far) and the builder of its typed errors, with every
   registered secret and every URL password scrubbed from every field;
@@ -25,13 +28,14 @@ Nothing here imports a vendor SDK or an HTTP library, and importing the module d
 from __future__ import annotations
 
 from ._base import ClientCache, Deadline, ProviderBase
-from ._errors import STATUS_ERRORS, ProviderCall, error_class, transport_error_class
+from ._errors import STATUS_ERRORS, ProviderCall, context_length, error_class, transport_error_class
 from ._keys import ApiKey, find_api_key, register_header_secrets, require_api_key
 from ._text import public_url, safe_repr, scrub_error, scrub_text, url_repr
 
 __all__ = [
     "STATUS_ERRORS",
     "error_class",
+    "context_length",
     "ProviderCall",
     "scrub_error",
     "scrub_text",

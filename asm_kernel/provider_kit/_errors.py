@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from attrs import define
 
 from ..errors import (
+    ContextLengthError,
     InvalidRequestError,
     ModelNotFoundError,
     ProviderAuthError,
@@ -27,7 +29,7 @@ from ..resilience import parse_retry_after
 from ._keys import ApiKey
 from ._text import scrub_error
 
-__all__ = ["STATUS_ERRORS", "error_class", "ProviderCall", "transport_error_class"]
+__all__ = ["STATUS_ERRORS", "error_class", "ProviderCall", "transport_error_class", "context_length"]
 
 #: HTTP status → asm error class, for every provider. 409 is a conflicting concurrent change
 #: that the same request survives a moment later (retryable); 503 means the service cannot take
@@ -55,7 +57,40 @@ STATUS_ERRORS: Mapping[int, type[ProviderError]] = MappingProxyType(
 )
 
 # A 400 is the catch-all of client errors; these more precise readings of its body win.
-_REFINES_400 = frozenset({RequestTooLargeError, ModelNotFoundError, QuotaExceededError})
+_REFINES_400 = frozenset({RequestTooLargeError, ContextLengthError, ModelNotFoundError, QuotaExceededError})
+
+# How providers say a prompt is over the model's window, with the numbers they give.
+_CONTEXT_MESSAGES = (
+    # Anthropic: "prompt is too long: 208656 tokens > 200000 maximum"
+    (re.compile(r"prompt is too long: (?P<prompt>\d+) tokens > (?P<limit>\d+) maximum"), None),
+    # Anthropic: "input length and `max_tokens` exceed context limit: 188240 + 21333 > 200000"
+    (re.compile(r"exceed context limit: (?P<prompt>\d+) \+ (?P<output>\d+) > (?P<limit>\d+)"), None),
+    # OpenAI: "maximum context length is 8192 tokens. However, your messages resulted in 8227 tokens"
+    (re.compile(r"maximum context length is (?P<limit>\d+) tokens\. However, your messages resulted in "
+                r"(?P<prompt>\d+) tokens"), None),
+    # OpenAI: "... you requested 4120 tokens (3120 in the messages, 1000 in the completion)"
+    (re.compile(r"maximum context length is (?P<limit>\d+) tokens\. However, you requested \d+ tokens "
+                r"\((?P<prompt>\d+) in the messages, (?P<output>\d+) in the completion\)"), None),
+    # OpenAI Responses: "Your input exceeds the context window of this model."
+    (re.compile(r"input exceeds the context window"), None),
+)
+
+
+def context_length(message: str | None) -> dict[str, int] | None:
+    """The numbers of a provider's "prompt over the context window" message, or None if it is not one.
+
+    Keys, when the message gives them: ``prompt_tokens``, ``limit_tokens``, ``output_tokens``.
+    An empty dict means it is one, without numbers.
+    """
+    if not message:
+        return None
+    for pattern, _ in _CONTEXT_MESSAGES:
+        match = pattern.search(message)
+        if match is not None:
+            found = match.groupdict()
+            names = {"prompt": "prompt_tokens", "limit": "limit_tokens", "output": "output_tokens"}
+            return {names[k]: int(v) for k, v in found.items() if v is not None}
+    return None
 
 
 def error_class(status: int | None, *, kind: type[ProviderError] | None = None) -> type[ProviderError]:
@@ -157,6 +192,8 @@ class ProviderCall:
             return f"set a valid key in the {self.key.env_var} environment variable or the config key {self.key.path}"
         if issubclass(cls, ModelNotFoundError):
             return f"check the model name {self.model!r} (and base_url, if you set one)"
+        if issubclass(cls, ContextLengthError):
+            return "the prompt is over the model's context window: asm compacts once and retries; see [context]"
         if issubclass(cls, RequestTooLargeError):
             return "send less: shorten the transcript or attachments"
         if issubclass(cls, QuotaExceededError):

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from asm_kernel.errors import (
+    ContextLengthError,
     InvalidRequestError,
     ModelNotFoundError,
     ProviderAuthError,
@@ -26,7 +27,7 @@ from asm_kernel.errors import (
     RateLimitError,
     RequestTooLargeError,
 )
-from asm_kernel.provider_kit import ProviderCall, error_class, transport_error_class
+from asm_kernel.provider_kit import ProviderCall, context_length, error_class, transport_error_class
 
 __all__ = ["KINDS", "QUOTA_CODES", "status_error", "translate"]
 
@@ -65,6 +66,11 @@ def status_error(call: ProviderCall, exc: Any, *, in_stream: bool) -> ProviderEr
     text = getattr(exc, "api_message", None) or _body_field(body, "error", "message") or "no message"
     code = getattr(exc, "error_code", None) or _body_field(body, "error", "details", "error_code")
     kind = QuotaExceededError if code in QUOTA_CODES else KINDS.get(str(etype))
+    # "prompt is too long: N tokens > M maximum" is an invalid_request_error (or request_too_large):
+    # the one 400 the kernel can cure, by compacting and retrying.
+    numbers = context_length(str(text)) if kind in (InvalidRequestError, RequestTooLargeError, None) else None
+    if numbers is not None:
+        kind = ContextLengthError
     if in_stream or status == 200:
         status, where = None, "in the response stream"
     else:
@@ -81,6 +87,7 @@ def status_error(call: ProviderCall, exc: Any, *, in_stream: bool) -> ProviderEr
         request_id=getattr(exc, "request_id", None) or _body_field(body, "request_id"),
         error_type=str(etype) if etype else None,
         error_code=code if isinstance(code, str) else None,
+        **(numbers or {}),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from asm_kernel.errors import (
+    ContextLengthError,
     InvalidRequestError,
     ModelNotFoundError,
     ProviderAuthError,
@@ -23,14 +24,14 @@ from asm_kernel.errors import (
     RateLimitError,
     RequestTooLargeError,
 )
-from asm_kernel.provider_kit import ProviderCall, transport_error_class
+from asm_kernel.provider_kit import ProviderCall, context_length, transport_error_class
 
 __all__ = ["kind_of", "payload_error", "translate"]
 
 _SERVER = {"server_error", "internal_error", "internal_server_error", "api_error"}
 _RATE = {"rate_limit_exceeded", "rate_limit_error", "requests", "tokens"}
 _OVERLOADED = {"overloaded", "overloaded_error", "server_overloaded", "service_unavailable", "slow_down"}
-_TOO_LARGE = {"context_length_exceeded", "string_above_max_length", "request_too_large"}
+_TOO_LARGE = {"string_above_max_length", "request_too_large"}
 _AUTH = {"invalid_api_key", "authentication_error", "permission_error", "unauthorized"}
 
 
@@ -47,6 +48,8 @@ def kind_of(code: str | None, type_: str | None) -> type[ProviderError] | None:
             return ProviderOverloadedError
         if value in _SERVER:
             return ProviderServerError
+        if value == "context_length_exceeded":
+            return ContextLengthError
         if value in _TOO_LARGE:
             return RequestTooLargeError
         if value == "model_not_found":
@@ -69,13 +72,19 @@ def payload_error(call: ProviderCall, payload: Any, *, during: str) -> ProviderE
         return call.error(ProviderResponseError, f"{during}: the server reported an error without details")
     code, type_, param = _field(payload, "code"), _field(payload, "type"), _field(payload, "param")
     message = _field(payload, "message") or "no message"
+    kind = kind_of(code, type_)
+    numbers = context_length(message) if kind in (ContextLengthError, InvalidRequestError, None) else None
+    if numbers is not None:
+        kind = ContextLengthError
+    details: dict[str, Any] = dict(numbers or {})
     return call.status_error(
         None,
         f"{during}: {code or type_ or 'error'}: {message}",
-        kind=kind_of(code, type_),
+        kind=kind,
         error_code=code,
         error_type=type_,
         error_param=param,
+        **details,
     )
 
 
@@ -88,10 +97,17 @@ def _status_error(call: ProviderCall, exc: Any, who: str) -> ProviderError:
     details: dict[str, Any] = {}
     if status == 422:
         details["reason"] = "unprocessable_entity"
+    kind = kind_of(code, type_)
+    numbers = context_length(message) if kind in (ContextLengthError, InvalidRequestError, None) else None
+    if numbers is not None:
+        kind = ContextLengthError
+        details.update(numbers)
+    elif kind is ContextLengthError:
+        details.update(context_length(message) or {})
     return call.status_error(
         status,
         f"HTTP {status} from {who}: {message}",
-        kind=kind_of(code, type_),
+        kind=kind,
         headers=exc.response.headers,
         request_id=getattr(exc, "request_id", None) or call.request_id,
         error_code=code,

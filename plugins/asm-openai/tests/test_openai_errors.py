@@ -8,6 +8,7 @@ import socket
 import pytest
 from asm_kernel.config import Secret
 from asm_kernel.errors import (
+    ContextLengthError,
     InvalidRequestError,
     ModelNotFoundError,
     ProviderAuthError,
@@ -33,7 +34,7 @@ from asm_openai.testing import FakeOpenAI, HttpError, Reply, Text
     ("status", "type_", "code", "cls", "retryable"),
     [
         (400, "invalid_request_error", None, InvalidRequestError, False),
-        (400, "invalid_request_error", "context_length_exceeded", RequestTooLargeError, False),
+        (400, "invalid_request_error", "context_length_exceeded", ContextLengthError, False),
         (401, "invalid_request_error", "invalid_api_key", ProviderAuthError, False),
         (403, "invalid_request_error", "unsupported_country_region_territory", ProviderAuthError, False),
         (404, "invalid_request_error", "model_not_found", ModelNotFoundError, False),

@@ -6,6 +6,7 @@ scripts and the record of requests.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,9 +15,22 @@ from asm_kernel.testing.fake_http import FakeHTTPServer, JsonResponse, RecordedR
 
 from ._replies import ErrorReply, Reply, text_block, thinking_block, tool_use_block
 
-__all__ = ["FakeAnthropic", "MESSAGES"]
+__all__ = ["FakeAnthropic", "MESSAGES", "COUNT_TOKENS", "fake_tokens"]
 
 MESSAGES = "/v1/messages"
+COUNT_TOKENS = "/v1/messages/count_tokens"
+
+
+def fake_tokens(body: Any) -> int:
+    """The fake's own tokenizer: 4 characters of the request's JSON (messages, system, tools) a token.
+
+    ``count_tokens`` answers it and ``context_limit`` judges by it, so tests see one consistent,
+    exact count (the real API counts with Claude's tokenizer).
+    """
+    if not isinstance(body, dict):
+        return 0
+    parts = [body.get(k) for k in ("messages", "system", "tools") if body.get(k) is not None]
+    return (len(json.dumps(parts, separators=(",", ":"))) + 3) // 4
 
 
 def _error_body(etype: str, message: str, request_id: str) -> bytes:
@@ -38,6 +52,12 @@ class FakeAnthropic(FakeHTTPServer):
     def __init__(self, *, api_key: str | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         super().__init__(host=host, port=port)
         self.api_key = api_key
+        #: When set, a ``/v1/messages`` request over this many tokens (:func:`fake_tokens`) gets the
+        #: API's real answer: 400 ``invalid_request_error`` "prompt is too long: N tokens > M maximum".
+        self.context_limit: int | None = None
+        #: When true, every reply reports the request's :func:`fake_tokens` as its ``input_tokens``
+        #: (as the real API reports what it counted), whatever the reply's ``usage`` says.
+        self.report_input_tokens = False
 
     # -- scripting ----------------------------------------------------------------------------
 
@@ -74,6 +94,11 @@ class FakeAnthropic(FakeHTTPServer):
     def reply_thinking(self, thinking: str, text: str, *, signature: str = "sig-fake", **options: Any) -> Reply:
         return self.reply([thinking_block(thinking, signature), text_block(text)], **options)
 
+    def reply_context_length(self, prompt_tokens: int = 210_000, limit: int = 200_000) -> ErrorReply:
+        """Queue the API's real answer to a prompt over the model's window."""
+        return self.reply_error(400, "invalid_request_error",
+                                f"prompt is too long: {prompt_tokens} tokens > {limit} maximum")
+
     def reply_error(
         self,
         status: int,
@@ -96,7 +121,7 @@ class FakeAnthropic(FakeHTTPServer):
                 headers={"request-id": request.request_id},
             )
 
-        if request.method != "POST" or request.route != MESSAGES:
+        if request.method != "POST" or request.route not in (MESSAGES, COUNT_TOKENS):
             return refuse(404, "not_found_error", f"Not found: {request.method} {request.path}")
         key = request.headers.get("x-api-key")
         bearer = request.headers.get("authorization", "")
@@ -110,9 +135,26 @@ class FakeAnthropic(FakeHTTPServer):
             return refuse(400, "invalid_request_error", "anthropic-version header is required")
         if not isinstance(request.body, dict):
             return refuse(400, "invalid_request_error", "The request body is not valid JSON.")
+        if request.route == COUNT_TOKENS:
+            for required in ("model", "messages"):
+                if required not in request.body:
+                    return refuse(400, "invalid_request_error", f"{required}: Field required")
+            if "max_tokens" in request.body or "stream" in request.body:
+                key = "max_tokens" if "max_tokens" in request.body else "stream"
+                return refuse(400, "invalid_request_error", f"{key}: Extra inputs are not permitted")
+            with self._lock:  # only what was scripted for this route: replies for messages stay queued
+                queue = self._scripts.get(COUNT_TOKENS)
+                scripted = queue.popleft() if queue else None
+            if scripted is not None:
+                return self.render(scripted, request)
+            return JsonResponse(200, {"input_tokens": fake_tokens(request.body)},
+                                headers={"request-id": request.request_id})
         for required in ("model", "max_tokens", "messages"):
             if required not in request.body:
                 return refuse(400, "invalid_request_error", f"{required}: Field required")
+        if self.context_limit is not None and (tokens := fake_tokens(request.body)) > self.context_limit:
+            return refuse(400, "invalid_request_error",
+                          f"prompt is too long: {tokens} tokens > {self.context_limit} maximum")
         return super().handle(request)
 
     def unscripted(self, request: RecordedRequest) -> Response:
@@ -132,6 +174,8 @@ class FakeAnthropic(FakeHTTPServer):
             )
         if not isinstance(item, Reply):
             return super().render(item, request)
+        if self.report_input_tokens and request.route == MESSAGES:
+            item = dataclasses.replace(item, usage={**item.usage, "input_tokens": fake_tokens(request.body)})
         headers.update(item.headers)
         model = str(request.body.get("model")) if isinstance(request.body, dict) else "claude"
         if not (isinstance(request.body, dict) and request.body.get("stream")):

@@ -13,6 +13,7 @@ scripts and the record of requests; this module validates requests like OpenAI a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -29,7 +30,7 @@ from ._chat import error_object, render_chat
 from ._replies import HttpError, OutputItem, Reply, Text, ToolCall, new_id
 from ._responses import render_responses
 
-__all__ = ["FakeOpenAI"]
+__all__ = ["FakeOpenAI", "fake_tokens"]
 
 CHAT = "/v1/chat/completions"
 RESPONSES = "/v1/responses"
@@ -45,6 +46,25 @@ _DEFAULT_TYPES = {
     500: "server_error",
     503: "server_error",
 }
+
+
+def fake_tokens(body: Any) -> int:
+    """The fake's own tokenizer: 4 characters of the request's JSON (messages or input, instructions,
+    tools) a token; ``context_limit`` judges requests by it."""
+    if not isinstance(body, dict):
+        return 0
+    parts = [body.get(k) for k in ("messages", "input", "instructions", "tools") if body.get(k) is not None]
+    return (len(json.dumps(parts, separators=(",", ":"))) + 3) // 4
+
+
+def _context_error(route: str, tokens: int, limit: int) -> JsonResponse:
+    """OpenAI's real answer to a prompt over the model's window, per endpoint."""
+    if route == RESPONSES:
+        return _error(400, "Your input exceeds the context window of this model. Please adjust your input and try "
+                      "again.", "invalid_request_error", "context_length_exceeded")
+    return _error(400, f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
+                  f"{tokens} tokens. Please reduce the length of the messages.", "invalid_request_error",
+                  "context_length_exceeded")
 
 
 def _error(status: int, message: str, type_: str | None, code: str | None = None, **headers: str) -> JsonResponse:
@@ -69,6 +89,11 @@ class FakeOpenAI(FakeHTTPServer):
         super().__init__()
         self.api_key = api_key
         self.default = default or Reply()
+        #: When set, a request over this many tokens (:func:`fake_tokens`) gets OpenAI's real
+        #: 400 ``context_length_exceeded`` answer for its endpoint.
+        self.context_limit: int | None = None
+        #: When true, every reply reports the request's :func:`fake_tokens` as its input tokens.
+        self.report_input_tokens = False
 
     @property
     def base_url(self) -> str:
@@ -103,6 +128,10 @@ class FakeOpenAI(FakeHTTPServer):
         output: list[OutputItem] = [Text(text)] if text else []
         output.append(ToolCall(name, arguments, call_id=call_id))
         return self.enqueue(Reply(output, **kwargs))
+
+    def reply_context_length(self, tokens: int = 130_000, limit: int = 128_000, *, route: str = CHAT) -> FakeOpenAI:
+        """Queue OpenAI's real answer to a prompt over the model's window (of ``route``'s endpoint)."""
+        return self.enqueue(lambda request: _context_error(request.route, tokens, limit))
 
     def reply_error(
         self,
@@ -160,6 +189,8 @@ class FakeOpenAI(FakeHTTPServer):
             return _error(
                 400, "The fake OpenAI server only answers streaming requests (stream: true).", "invalid_request_error"
             )
+        if self.context_limit is not None and (tokens := fake_tokens(request.body)) > self.context_limit:
+            return _context_error(route, tokens, self.context_limit)
         return super().handle(request)
 
     def render(self, item: Any, request: RecordedRequest) -> Response:
@@ -184,6 +215,8 @@ class FakeOpenAI(FakeHTTPServer):
         if reply.raw is not None:
             return SSEResponse([piece.encode() for piece in reply.raw], **timing)
         body = request.body if isinstance(request.body, dict) else {}
+        if self.report_input_tokens:
+            reply = dataclasses.replace(reply, input_tokens=fake_tokens(body))
         pairs = render_chat(reply, body) if request.route == CHAT else render_responses(reply, body)
         events = [SSEEvent(data, event=name) for name, data in pairs]
         return SSEResponse.with_faults(
