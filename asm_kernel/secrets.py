@@ -27,6 +27,7 @@ __all__ = [
     "Redactor",
     "register_secret",
     "register_secrets",
+    "looks_secret",
     "redact",
     "redact_text",
     "is_registered",
@@ -153,10 +154,29 @@ def default_redactor() -> Redactor:
     return _default
 
 
-def register_secret(value: str | None) -> None:
-    """Hide ``value`` from everything asm stores or prints from now on."""
-    if value:
+def register_secret(value: str | None, *, probable: bool = False) -> None:
+    """Hide ``value`` from everything asm stores or prints from now on.
+
+    ``probable=True`` is for a value that *may* be a secret (a config value read from the
+    environment, whatever its key): it is registered only if it looks like one — long enough,
+    and holding a digit or a symbol, or very long — so an interpolated model or store name
+    (``memory``, ``claude-haiku``...) is not blanked out of every line asm prints. Values that
+    are known secrets (an API key, a password, a :class:`Secret`) are always registered.
+    """
+    if value and (not probable or looks_secret(value)):
         _default.add(value)
+
+
+def looks_secret(value: str) -> bool:
+    """A guess that ``value`` is a credential rather than a name (see :func:`register_secret`)."""
+    if len(value) < 8 or any(c.isspace() for c in value):
+        return False
+    if len(value) >= 20:
+        return True
+    has_digit = any(c.isdigit() for c in value)
+    has_symbol = any(not c.isalnum() and c not in "-_./:" for c in value)
+    mixed = any(c.isupper() for c in value) and any(c.islower() for c in value)
+    return has_digit or has_symbol or mixed
 
 
 def register_secrets(values: Iterable[str | None]) -> None:

@@ -30,3 +30,14 @@ def make_kernel() -> Callable[..., Kernel]:
 async def kernel(make_kernel: Callable[..., Kernel]) -> AsyncIterator[Kernel]:
     async with make_kernel() as k:
         yield k
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secrets() -> Any:
+    """Secrets a test registers (a canary, a fuzzed config) do not blank another test's output."""
+    from asm_kernel import secrets
+
+    redactor = secrets.default_redactor()
+    saved = (redactor._values, redactor._pattern)
+    yield
+    redactor._values, redactor._pattern = saved

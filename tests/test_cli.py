@@ -429,7 +429,7 @@ def test_an_unknown_store_hint_names_what_can_be_installed(
     assert "pip install asm-duckdb to add it" in err
     (tmp_path / "asm.toml").write_text('[store]\nuse = "memroy"\n')
     code, _, err = run_cli(capsys, "--config", str(tmp_path / "asm.toml"), "sessions", "list")
-    assert 'no store named \'memroy\' is installed (did you mean "memory"?; installed stores: memory)' in err
+    assert 'no store named \'memroy\' is installed (did you mean "memory"?; installed stores: memory' in err
 
 
 def test_the_starter_config_names_installable_plugins(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

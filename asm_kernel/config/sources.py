@@ -331,9 +331,9 @@ def _interpolate_value(value: str, env: Mapping[str, str]) -> MaskedStr | Unset:
     if unset:
         return Unset(unset[0])
     for secret in found:
-        register_secret(secret)
+        register_secret(secret, probable=True)
     if found:
-        register_secret(result)
+        register_secret(result, probable=True)
     return MaskedStr(result)
 
 
