@@ -134,7 +134,7 @@ def effective_config(ctx: CliContext) -> dict[str, Any]:
         config[section] = []
         for i, component in enumerate(getattr(cfg, section)):
             add(section, kind, component, False, i)
-    for section in ("plugins", "run", "runtime", "resilience"):
+    for section in ("plugins", "run", "runtime", "resilience", "tool_calls"):
         config[section] = mask(_plain(getattr(cfg, section)))
     config["home"] = conceal(str(cfg.home))
     return json_safe(

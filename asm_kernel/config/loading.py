@@ -11,7 +11,15 @@ import attrs
 from attrs import evolve, field, frozen
 
 from ..errors import ConfigError
-from .records import ComponentConfig, Config, PluginsConfig, ResilienceConfig, RunDefaults, RuntimeConfig
+from .records import (
+    ComponentConfig,
+    Config,
+    PluginsConfig,
+    ResilienceConfig,
+    RunDefaults,
+    RuntimeConfig,
+    ToolCallsConfig,
+)
 from .sources import (
     apply_env_overrides,
     copy_document,
@@ -41,6 +49,7 @@ class _Document:
     run: RunDefaults = field(factory=RunDefaults)
     runtime: RuntimeConfig = field(factory=RuntimeConfig)
     resilience: ResilienceConfig = field(factory=ResilienceConfig)
+    tool_calls: ToolCallsConfig = field(factory=ToolCallsConfig)
     home: Path | None = None
 
 
@@ -112,6 +121,7 @@ def config_from_dict(
         run=doc.run,
         runtime=doc.runtime,
         resilience=doc.resilience,
+        tool_calls=doc.tool_calls,
         home=home,
         source=source,
         secret_paths=frozenset(secret_paths),

@@ -19,6 +19,7 @@ __all__ = [
     "RunDefaults",
     "RuntimeConfig",
     "ResilienceConfig",
+    "ToolCallsConfig",
     "Config",
     "mask",
 ]
@@ -161,6 +162,21 @@ class RuntimeConfig:
     worker_id: str | None = field(default=None, validator=_not_empty)
 
 
+@frozen
+class ToolCallsConfig:
+    """``[tool_calls]``: how the kernel runs the tools a model calls in one turn."""
+
+    #: Calls of one model turn that run at the same time (the rest wait for a slot).
+    max_parallel: int = field(default=8, validator=_at_least_one)
+    #: Seconds one call may take unless its tool sets its own ``timeout``.
+    timeout: float = field(default=60.0, validator=_positive_number)
+    #: Characters of a tool's output kept in ``tool_call_completed`` (and so shown to the model,
+    #: whose transcript is rebuilt from the log); longer output is cut, with a note saying so.
+    max_output_chars: int = field(default=32_768, validator=_at_least_one)
+    #: Keep every tool's whole output in its event instead (max_output_chars is then ignored).
+    keep_full_output: bool = False
+
+
 @frozen(repr=False)
 class Config:
     """A validated configuration: component tables, the kernel's sections, where it came from.
@@ -179,6 +195,7 @@ class Config:
     run: RunDefaults = field(factory=RunDefaults)
     runtime: RuntimeConfig = field(factory=RuntimeConfig)
     resilience: ResilienceConfig = field(factory=ResilienceConfig)
+    tool_calls: ToolCallsConfig = field(factory=ToolCallsConfig)
     home: Path = field(factory=lambda: default_home())
     source: Path | None = None
     secret_paths: frozenset[str] = frozenset()
