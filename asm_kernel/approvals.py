@@ -102,7 +102,7 @@ def approvals_of(run: Run) -> list[ApprovalRequest]:
     """Every approval request of ``run`` (from its record), oldest first."""
     from .serialization import from_dict
 
-    return [from_dict(ApprovalRequest, item) for item in run.metadata.get(APPROVALS_KEY, ())]
+    return [from_dict(item, ApprovalRequest) for item in run.metadata.get(APPROVALS_KEY, ())]
 
 
 def _stored(requests: Sequence[ApprovalRequest]) -> list[dict[str, Any]]:

@@ -5,8 +5,8 @@ A policy (:class:`~asm_kernel.interfaces.Policy`) always has ``check_run``, ``ch
 
 * ``async reserve(request: SpendRequest) -> Decision | None`` — before each step that spends
   (``run``: a run starts; ``model_call``: a provider call, with its worst case; ``tool_round``: the
-  tool calls of one model turn). A policy that answers ``allow``/``warn`` (or None) holds a
-  reservation for the step, which the kernel settles exactly once;
+  tool calls of one model turn). A policy that answers ``allow``/``warn`` holds a reservation
+  for the step, which the kernel settles exactly once; None means no opinion and nothing held;
 * ``async settle(request: SpendRequest, actual: Spend) -> None`` — the step is over: the
   reservation becomes what was really spent (zero when another policy stopped the step);
 * ``async review_tool(request: ToolRequest) -> Decision | None`` — before each kernel tool call.
@@ -312,7 +312,7 @@ async def reserve(state: RunState, step: Step, spend: Spend) -> Held:
         for policy, method in asked:
             request = SpendRequest(step, spend, run_spent(state), state, approved=approved_keys(state))
             decision = _named(await method(request), policy)
-            if decision is None or decision.action in ("allow", "warn"):
+            if decision is not None and decision.action in ("allow", "warn"):
                 held.append((policy, request))
             if decision is not None:
                 decisions.append(decision)

@@ -251,3 +251,31 @@ def test_worst_case_is_an_upper_bound_of_the_call() -> None:
     messages = [Message.user(text)]
     assert input_bound(messages, None, []) >= len(text.encode()) > estimate_messages(messages)
     assert Spend(1, 2, 0.5) + Spend(3, 4, None) == Spend(4, 6, None)
+
+
+async def test_what_request_hooks_add_is_reserved_before_it_is_sent() -> None:
+    from asm_kernel import hookimpl
+
+    class Instructions:
+        @hookimpl
+        def asm_before_provider_request(self, request: Any) -> Any:
+            import attrs
+
+            return attrs.evolve(request, system="Always answer in French. " * 40)
+
+    def build(limit: int) -> Kernel:
+        cfg = {"plugins": {"autoload": False}, "policies": [{"use": "budget", "max_input_tokens": limit}]}
+        return Kernel(cfg, store=MemoryStore(), providers={"s": provider}, plugins=[Instructions()])
+
+    provider = Priced([[{"text": "oui"}, {"usage": {"input_tokens": 300, "output_tokens": 1}}]])
+    async with build(5_000) as k:
+        result = await k.run_once("hello")
+        decided = await k.sessions.events(result.session_id, types=["policy_decided"])
+    assert result.status is RunStatus.COMPLETED and provider.requests[0].system.startswith("Always")
+    model = [d.payload for d in decided if d.payload["step"] == "model_call"]
+    assert len(model) == 2 and model[1]["requested"] >= len("Always answer in French. " * 40)  # the top-up
+    async with build(200) as k:
+        session = await k.sessions.create()
+        with pytest.raises(BudgetExceededError, match="max_input_tokens"):
+            await k.run(session.id, "hello")  # the message fits, what the hook adds does not
+    assert len(provider.requests) == 1

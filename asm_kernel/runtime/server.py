@@ -231,7 +231,7 @@ class SessionServer:
         handle = RunHandle(self.session_id, run.id)
         if run.status.terminal or run.status is RunStatus.AWAITING_APPROVAL:
             handle._resolve(result_of(run))
-        elif run.status is RunStatus.PENDING:
+        elif run.status is RunStatus.PENDING and not self._supervisor.claims_runs:
             return self._enqueue(run.id)
         else:  # running elsewhere (another process): follow it through the store
             return self._follower(run.id)

@@ -105,6 +105,11 @@ class Supervisor:
         except Exception as exc:  # the store may be briefly down: next round
             log.warning("expiring approval requests failed: %s", exc)
 
+    @property
+    def claims_runs(self) -> bool:
+        """Whether pending runs are taken from the store by workers (shared store, or workers here)."""
+        return bool(self._workers) or self.kernel.store.capabilities.shared
+
     async def resume(self, run: Run) -> None:
         """A run decided after waiting for approval is pending again: run it here, or wake a worker.
 
@@ -115,7 +120,7 @@ class Supervisor:
         """
         for worker in self._workers:
             worker.wake()
-        if not self._started or self.kernel.store.capabilities.shared or self._workers:
+        if not self._started or self.claims_runs:
             return
         server = await self._server(run.session_id)
         server._enqueue(run.id, front=True)

@@ -44,7 +44,7 @@ def asm_configure_pipeline(pipeline: Any, kernel: Any) -> None:
 
 
 @hookimpl(trylast=True)
-def asm_before_provider_request(request: Any, run: Any) -> Any:
+async def asm_before_provider_request(request: Any, run: Any) -> Any:
     # Last, so it sees the request every other hook made: the provider is never asked for
-    # more output than was reserved.
-    return clamp(request, run.id)
+    # more than was reserved.
+    return await clamp(request, run.id)

@@ -6,7 +6,7 @@ has a policy with ``reserve``; a kernel without one runs exactly as before.
 * ``preflight`` — after the policies' ``check_run``, a ``run`` step (one turn) is reserved;
 * ``call`` — before the provider call its worst case is reserved (:func:`worst_case`); the
   request is clamped to the reserved output (``max_tokens``) by a last ``asm_before_provider_request``
-  hook, which also refuses a request hooks grew past the reserved input; after the call the
+  hook, which also reserves what other hooks added to the input; after the call the
   reservations are settled to the usage the provider reported (all of the reservation when it
   reported none, or when an answer was cut off after output began).
 """
@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...errors import BudgetExceededError
+from attrs import Factory, define, evolve
+
 from ...model import (
     ImageBlock,
     Message,
@@ -30,7 +31,7 @@ from ...model import (
     Usage,
 )
 from ...pipeline.call import model_for
-from ...policy import Spend, count, reserve, settle
+from ...policy import Held, Spend, count, reserve, settle
 from ...serialization import dumps, to_dict
 
 if TYPE_CHECKING:
@@ -49,8 +50,20 @@ MESSAGE_TOKENS = 16
 #: (the request is then sent with this max_tokens).
 DEFAULT_OUTPUT = 4_096
 
-#: Run id -> (input bound, output tokens) reserved for its provider call in flight.
-_RESERVED: dict[str, tuple[int, int]] = {}
+
+
+@define
+class _InFlight:
+    """What was reserved for a run's provider call in flight (for the request hook)."""
+
+    state: RunState
+    input_tokens: int
+    output: int
+    extra: Held = Factory(list)
+
+
+#: Run id -> its provider call in flight, while one is.
+_IN_FLIGHT: dict[str, _InFlight] = {}
 
 
 def install(pipeline: Pipeline, kernel: Any) -> None:
@@ -111,6 +124,20 @@ def _output_of(state: RunState, provider: Any, model: str) -> int:
     return ceiling or DEFAULT_OUTPUT
 
 
+def _input_price(state: RunState) -> float | None:
+    """The highest price of one input token among the run's candidates (None: one is unknown)."""
+    assert state.plan is not None
+    worst = 0.0
+    for name in state.plan.candidates:
+        provider = state.kernel.providers[name]
+        model = model_for(state, name)
+        info = next((m for m in provider.models if m.name == model), None)
+        if info is None or info.price is None:
+            return None
+        worst = max(worst, info.price.input, info.price.cache_write, info.price.cache_read)
+    return worst / 1_000_000
+
+
 def _price_bound(provider: Any, model: str, input_tokens: int, output_tokens: int) -> float | None:
     info = next((m for m in provider.models if m.name == model), None)
     price = info.price if info is not None else None
@@ -159,13 +186,15 @@ async def _call(state: RunState, proceed: Proceed) -> None:
     held = await reserve(state, "model_call", spend)
     usage, cost, started = state.usage, state.run_cost, state.output_started
     answered = False
+    flight = _InFlight(state, spend.input_tokens, output)
     if held:
-        _RESERVED[state.run.id] = (spend.input_tokens, output)
+        _IN_FLIGHT[state.run.id] = flight
     try:
         await proceed()
         answered = True
     finally:
-        _RESERVED.pop(state.run.id, None)
+        _IN_FLIGHT.pop(state.run.id, None)
+        await settle(flight.extra, Spend())  # what hooks added is in the actual spend below
         delta = _delta(state.usage, usage)
         billed = answered or (state.output_started and not started)
         if billed and delta.total_tokens == 0:
@@ -178,24 +207,22 @@ async def _call(state: RunState, proceed: Proceed) -> None:
         await settle(held, actual)
 
 
-def clamp(request: ProviderRequest, run_id: str) -> ProviderRequest | None:
-    """The request as its reservation allows: max_tokens at most the reserved output."""
-    reserved = _RESERVED.get(run_id)
-    if reserved is None:
-        return None
-    input_tokens, output = reserved
-    bound = input_bound(request.messages, request.system, request.tools, request.response_schema)
-    if bound > input_tokens:
-        raise BudgetExceededError(
-            f"the request grew to an input bound of {bound} tokens after {input_tokens} were reserved for it "
-            "(an asm_before_provider_request hook added to it)",
-            hint="hooks that add to a request must run before budgets reserve; shrink what the hook adds",
-            what="input_bound",
-            limit=input_tokens,
-            requested=bound,
-        )
-    if request.max_tokens is not None and request.max_tokens <= output:
-        return None
-    from attrs import evolve
+async def clamp(request: ProviderRequest, run_id: str) -> ProviderRequest | None:
+    """The request as its reservation allows: max_tokens at most the reserved output.
 
-    return evolve(request, max_tokens=output)
+    A request that hooks grew past the input reserved for it reserves the difference first (and
+    is refused, like any step, when that does not fit).
+    """
+    flight = _IN_FLIGHT.get(run_id)
+    if flight is None:
+        return None
+    bound = input_bound(request.messages, request.system, request.tools, request.response_schema)
+    if bound > flight.input_tokens:
+        grown = bound - flight.input_tokens
+        price = _input_price(flight.state)
+        extra = Spend(grown, 0, None if price is None else grown * price)
+        flight.extra.extend(await reserve(flight.state, "model_call", extra))
+        flight.input_tokens = bound
+    if request.max_tokens is not None and request.max_tokens <= flight.output:
+        return None
+    return evolve(request, max_tokens=flight.output)
