@@ -19,6 +19,7 @@ from attrs import frozen
 
 from ._plugins import PluginManager
 from .config import ComponentConfig, Config, config_from_dict, load_config, validate_settings
+from .cost import CostReport
 from .errors import AsmError, ConfigError, PluginError, UnknownComponentError
 from .interfaces import Policy, Provider, Router, Store, TelemetrySink, Tool, ToolSource
 from .leases import LeaseKeeper
@@ -329,3 +330,13 @@ class Kernel:
 
     def stream_run(self, session_id: str, prompt: Any, **kwargs: Any) -> AsyncIterator[Event | RunResult]:
         return self.sessions.stream_run(session_id, prompt, **kwargs)
+
+    async def cost(self, *, by: str = "model", since: Any = None, until: Any = None) -> CostReport:
+        """Tokens and cost from the log, grouped ``by`` session, agent, provider, model or day.
+
+        ``since``/``until``: datetimes, ISO strings or spans back from now (``"7d"``). Unknown
+        prices are reported as unknown, never as zero. See :mod:`asm_kernel.cost`.
+        """
+        from .cost import cost_report
+
+        return await cost_report(self, by=by, since=since, until=until)
