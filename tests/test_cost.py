@@ -53,7 +53,8 @@ async def test_cost_by_every_grouping_with_unknown_prices_kept_unknown() -> None
 
 
 async def test_since_and_until_bound_the_report() -> None:
-    async with Kernel({"plugins": {"autoload": False}}, store=MemoryStore(), providers={"p": Priced(turn(10, 10))}) as k:
+    providers = {"p": Priced(turn(10, 10))}
+    async with Kernel({"plugins": {"autoload": False}}, store=MemoryStore(), providers=providers) as k:
         await k.run_once("x")
         now = datetime.now(UTC)
         assert (await k.cost(since=now + timedelta(seconds=1))).rows == ()
