@@ -184,8 +184,9 @@ def asm_after_provider_response(session: Session, run: Run, provider: str, messa
 
 @hookspec
 def asm_on_error(error: AsmError, session: Session | None, run: Run | None, during: str) -> None:
-    """An error happened while ``during``: ``"run"`` (the run failed), ``"tool"`` (a tool raised;
-    the model gets an error result) or ``"hook:<hook name>"`` (another plugin's hook raised)."""
+    """An error happened while ``during``: ``"run"`` (the run failed), ``"tool"`` (a tool raised or
+    timed out; the model gets an error result) or ``"hook:<hook name>"`` (another plugin's hook
+    raised)."""
 
 
 #: Hooks whose implementations may be ``async def`` (the kernel awaits them).

@@ -235,8 +235,10 @@ recovery closes a run whose owner stopped renewing its lease.
 
 `asm_kernel_started` and `asm_kernel_stopping` bracket the kernel's life (`async with kernel:`).
 `asm_on_error` fires with `during="run"` when a run fails or times out (after its terminal unit
-is stored), `during="tool"` when a kernel tool raises an exception that is not an `AsmError`, and
-`during="hook:<hook name>"` when another plugin's lifecycle hook raises.
+is stored), `during="tool"` when a kernel tool raises or times out (the model gets an error
+result; invalid arguments and policy refusals are not reported), and `during="hook:<hook name>"`
+when another plugin's lifecycle hook raises. A run that stops to wait for a person calls
+`asm_run_awaiting_approval` instead of `asm_run_finished`.
 """
 
 
