@@ -62,6 +62,8 @@ class _InFlight:
     extra: Held = Factory(list)
 
 
+#: ``state.data`` key of the run's cache of message bounds.
+_BOUNDS = "asm.budget.bounds"
 #: Run id -> its provider call in flight, while one is.
 _IN_FLIGHT: dict[str, _InFlight] = {}
 
@@ -78,19 +80,32 @@ def _text_bytes(text: str) -> int:
 
 
 def input_bound(
-    messages: Sequence[Message], system: str | None, tools: Sequence[ToolSpec], schema: Any = None
+    messages: Sequence[Message],
+    system: str | None,
+    tools: Sequence[ToolSpec],
+    schema: Any = None,
+    cache: dict[int, tuple[Message, int]] | None = None,
 ) -> int:
     """An upper bound of the input tokens of a request: UTF-8 bytes of everything sent (a
-    byte-level BPE token covers at least one byte), framing per message, a fixed bound per image."""
+    byte-level BPE token covers at least one byte), framing per message, a fixed bound per image.
+
+    ``cache`` (message id -> (message, bound)) spares a run re-measuring the messages its earlier
+    calls sent: the transcript only grows.
+    """
     total = MESSAGE_TOKENS + (_text_bytes(system) if system else 0)
     for tool in tools:
         total += _text_bytes(dumps(to_dict(tool)))
     if schema is not None:
         total += _text_bytes(dumps(schema))
     for message in messages:
-        total += MESSAGE_TOKENS
-        for block in message.content:
-            total += _block_bound(block)
+        known = cache.get(id(message)) if cache is not None else None
+        if known is not None and known[0] is message:
+            total += known[1]
+            continue
+        bound = MESSAGE_TOKENS + sum(_block_bound(block) for block in message.content)
+        if cache is not None:
+            cache[id(message)] = (message, bound)  # the message is kept, so its id stays its own
+        total += bound
     return total
 
 
@@ -151,7 +166,8 @@ def worst_case(state: RunState) -> tuple[Spend, int]:
     """The most the next provider call may spend, over every provider it may go to, and the
     output tokens reserved for it (the request's max_tokens is clamped to them)."""
     assert state.plan is not None
-    bound = input_bound(state.messages, state.options.system, state.tool_specs, state.options.response_schema)
+    cache: dict[int, tuple[Message, int]] = state.data.setdefault(_BOUNDS, {})
+    bound = input_bound(state.messages, state.options.system, state.tool_specs, state.options.response_schema, cache)
     output = 0
     cost: float | None = 0.0
     for name in state.plan.candidates:
@@ -216,7 +232,8 @@ async def clamp(request: ProviderRequest, run_id: str) -> ProviderRequest | None
     flight = _IN_FLIGHT.get(run_id)
     if flight is None:
         return None
-    bound = input_bound(request.messages, request.system, request.tools, request.response_schema)
+    cache = flight.state.data.get(_BOUNDS)
+    bound = input_bound(request.messages, request.system, request.tools, request.response_schema, cache)
     if bound > flight.input_tokens:
         grown = bound - flight.input_tokens
         price = _input_price(flight.state)
