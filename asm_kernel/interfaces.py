@@ -213,6 +213,13 @@ class Policy(Protocol):
 
     ``check_run`` gets the transcript the run starts from (``history``, the messages as the
     model will see them), after the run's start is stored.
+
+    A policy may also implement the governance methods, which the kernel calls when present
+    (see :mod:`asm_kernel.policy`): ``async reserve(request: SpendRequest) -> Decision | None``
+    before each step that spends, ``async settle(request, actual: Spend)`` once for every
+    reservation it answered ``allow``/``warn``, and ``async review_tool(request: ToolRequest) ->
+    Decision | None`` before each kernel tool call. ``name`` (optional) labels its decisions.
+    ``asm_kernel.testing.PolicyConformance`` checks the contract.
     """
 
     async def check_run(self, *, session: Session, run: Run, history: Sequence[Message]) -> None: ...

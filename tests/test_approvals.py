@@ -82,7 +82,7 @@ async def test_a_tool_round_waits_for_a_person_and_continues_after_a_restart() -
         result = await k.runtime.await_run(waiting.run_id)  # its runtime resumed it at once
         events = await k.sessions.events(session.id)
     assert result.status is RunStatus.COMPLETED and result.output == "Cleaned up."
-    assert tools.calls == ["lookup", "delete_file"]  # the whole round ran, in call order
+    assert sorted(tools.calls) == ["delete_file", "lookup"]  # the whole round ran (at once)
     assert result.usage.total_tokens == 42 + 65  # both executions' usage
     kinds = [e.type for e in events]
     assert kinds.count("message_sent") == 1 and kinds.count("run_started") == 2
@@ -261,7 +261,7 @@ async def test_workers_continue_a_decided_run_wherever_it_was_paused() -> None:
         result = await k.runtime.await_run(paused.run_id)
         await worker.stop()
         await task
-    assert result.status is RunStatus.COMPLETED and tools.calls == ["lookup", "delete_file"]
+    assert result.status is RunStatus.COMPLETED and sorted(tools.calls) == ["delete_file", "lookup"]
 
 
 @pytest.mark.parametrize("mode", ["before", "after", "down"])

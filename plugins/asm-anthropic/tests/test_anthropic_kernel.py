@@ -101,7 +101,8 @@ async def test_multi_turn_tool_use_with_thinking(fake_anthropic: FakeAnthropic) 
     assert kinds.count("message_received") == 2 and kinds.count("token_usage_updated") == 2
     assert "thinking_streamed" in kinds
     started = next(e for e in events if e.type == "tool_call_started")
-    assert started.payload == {"tool_use_id": "toolu_A", "name": "get_weather", "input": {"city": "Paris"}}
+    assert started.payload == {"tool_use_id": "toolu_A", "name": "get_weather", "input": {"city": "Paris"},
+                               "source": "test_anthropic_kernel"}
 
 
 async def test_unserved_tool_call_is_returned_pending(fake_anthropic: FakeAnthropic) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import fnmatch
 import inspect
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +152,7 @@ class McpSource:
             if cwd is not None and self._config_dir is not None and not Path(cwd).is_absolute():
                 cwd = str(self._config_dir / cwd)
             params = StdioServerParameters(command=s.command, args=list(s.args), env=dict(s.env) or None, cwd=cwd)
-            return stdio_client(params)
+            return stdio_client(params, errlog=_errlog())
         import mcp.client.streamable_http as http
 
         assert s.url is not None
@@ -253,6 +254,27 @@ class McpSource:
             await asyncio.gather(task, return_exceptions=True)
         elif not task.cancelled() and task.exception() is not None:
             log.debug("MCP server %s closed with: %s", self.name, _describe(task.exception()))  # type: ignore[arg-type]
+
+
+def _errlog() -> Any:
+    """Where a stdio server's stderr goes: ours, when it is a real file (an embedding application
+    or a test may have replaced it with one that has no descriptor), else the original one."""
+    import sys
+
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    global _DEVNULL
+    if _DEVNULL is None:
+        _DEVNULL = open(os.devnull, "w")  # noqa: SIM115  (kept open: every server may write to it)
+    return _DEVNULL
+
+
+_DEVNULL: Any = None
 
 
 @contextlib.asynccontextmanager

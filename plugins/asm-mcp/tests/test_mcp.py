@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -108,3 +109,17 @@ def test_the_entry_point_imports_no_sdk() -> None:
     code = "import sys, asm_mcp.plugin; print(any(m == 'mcp' or m.startswith('mcp.') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_config_check_reaches_the_server(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from asm_kernel.cli import main
+
+    good = stdio_tool()
+    lines = ['[store]\nuse = "memory"', "[[tools]]"] + [f"{k} = {json.dumps(v)}" for k, v in good.items()]
+    (tmp_path / "good.toml").write_text("\n".join(lines) + "\n")
+    assert main(["--config", str(tmp_path / "good.toml"), "config", "check"]) == 0
+    (tmp_path / "bad.toml").write_text('[store]\nuse = "memory"\n[[tools]]\nuse = "mcp"\nname = "ghost"\n'
+                                      'command = "/no/such/server"\n')
+    capsys.readouterr()
+    assert main(["--config", str(tmp_path / "bad.toml"), "config", "check"]) == 1
+    assert "error[tool.source_unavailable]" in capsys.readouterr().err
