@@ -293,3 +293,30 @@ async def test_a_fault_at_the_pause_or_the_decision_leaves_record_and_log_agreei
                 if run.status is RunStatus.AWAITING_APPROVAL:  # waiting, as its log says
                     events = await inner.read(session.id, run_id=run.id, types=["approval_requested"])
                     assert len(events) >= 1
+
+
+async def test_recovery_never_takes_a_waiting_run_for_a_crashed_one() -> None:
+    now = [utcnow()]
+    store = MemoryStore(clock=lambda: now[0])
+    async with kernel(store, ScriptedProvider([ROUND]), Tools()) as k:
+        waiting = await k.run_once("clean up")
+    now[0] += timedelta(days=30)  # every lease there ever was has long expired
+    async with kernel(store, ScriptedProvider([ANSWER]), Tools()) as k:
+        report = await k.runtime.recover()
+        run = await k.sessions.get_run(waiting.run_id)
+    assert report.crashed == () and run.status is RunStatus.AWAITING_APPROVAL
+
+
+def test_the_sync_kernel_decides_and_continues() -> None:
+    from asm_kernel import SyncKernel
+
+    tools = Tools()
+    config = {"plugins": {"autoload": False}, "policies": [APPROVAL]}
+    with SyncKernel(config, store=MemoryStore(), providers={"s": ScriptedProvider([ROUND, ANSWER])},
+                    tools=tools.all()) as asm:
+        waiting = asm.run_once("clean up")
+        assert [r.tool_use_id for r in asm.pending_approvals()] == ["t_delete"]
+        asm.approve(waiting.run_id, by="sync")
+        done = asm.execute(waiting.run_id)
+        assert asm.cost(by="session").total.calls == 2
+    assert done.output == "Cleaned up." and sorted(tools.calls) == ["delete_file", "lookup"]
