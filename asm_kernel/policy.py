@@ -377,6 +377,10 @@ async def review_tools(state: RunState, calls: Sequence[ToolUseBlock]) -> list[V
                 await policy.check_tool(session=state.session, run=state.run, name=call.name, input=call.input)
             except AsmError as exc:  # the original protocol: raising refuses the call
                 decisions.append(Decision("refuse", policy_name(policy), exc.message, kind="tool"))
+            except Exception as exc:  # a policy that breaks refuses (closed, as it always did)
+                log.exception("policy %s failed checking tool %s", policy_name(policy), call.name)
+                reason = f"the policy failed: {type(exc).__name__}: {exc}"
+                decisions.append(Decision("refuse", policy_name(policy), reason, kind="tool"))
             review = getattr(policy, "review_tool", None)
             if callable(review):
                 decision = _named(await review(ToolRequest(call, source, state, approved)), policy)
