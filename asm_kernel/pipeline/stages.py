@@ -215,17 +215,23 @@ async def start(state: RunState) -> None:
             activated = session.transition(SessionStatus.ACTIVE)
             events.append(state.event(EventType.SESSION_ACTIVATED, {"from": session.status.value}))
         assert state.plan is not None and run.input is not None
-        started = {
-            "provider": running.provider,
-            "model": running.model,
-            "input": to_dict(run.input),
-            "requested_provider": state.requested_provider,
-            "owner": running.owner,
-        }
-        events.append(state.event(EventType.RUN_STARTED, {**started, "resumed": True} if state.resumed else started))
-        if not state.resumed:  # a continued run's input is in the log already (asm_kernel.resume)
-            events.append(state.event(EventType.MESSAGE_SENT, {"message": to_dict(run.input)}))
-        events.append(state.event(EventType.ROUTING_DECIDED, state.plan.to_dict()))
+        events += [
+            state.event(
+                EventType.RUN_STARTED,
+                {
+                    "provider": running.provider,
+                    "model": running.model,
+                    "input": to_dict(run.input),
+                    "requested_provider": state.requested_provider,
+                    "owner": running.owner,
+                    **({"resumed": True} if state.resumed else {}),
+                },
+            ),
+            state.event(EventType.MESSAGE_SENT, {"message": to_dict(run.input)}),
+            state.event(EventType.ROUTING_DECIDED, state.plan.to_dict()),
+        ]
+        if state.resumed:  # a continued run's input is in the log already (asm_kernel.resume)
+            events = [e for e in events if e.type != EventType.MESSAGE_SENT]
         if state.stored:
             write = RunWrite(running, expect_status=RunStatus.PENDING, expect_token=run.lease_token, lease_ttl=ttl)
             unit = WriteUnit(session.id, events, session=activated, session_status=[session.status], runs=[write])
