@@ -14,7 +14,7 @@ from . import errors  # noqa: E402
 from .config import Config, Secret, load_config  # noqa: E402
 from .errors import AsmError  # noqa: E402
 from .events import EventType  # noqa: E402
-from .interfaces import ComponentContext, Policy, Provider, Router, Store, TelemetrySink, Tool  # noqa: E402
+from .interfaces import ComponentContext, Policy, Provider, Router, Store, TelemetrySink, Tool, ToolSource  # noqa: E402
 from .kernel import Kernel  # noqa: E402
 from .model import (  # noqa: E402
     Capability,
@@ -46,6 +46,7 @@ from .options import RunOptions  # noqa: E402
 from .pipeline import Pipeline, RunState  # noqa: E402
 from .registry import Register  # noqa: E402
 from .sync import SyncKernel  # noqa: E402
+from .tools import FunctionTool, register_tool, tool  # noqa: E402
 from .writes import Committed, RunWrite, StoreCapabilities, WriteUnit  # noqa: E402
 
 __all__ = [
@@ -64,6 +65,10 @@ __all__ = [
     "Policy",
     "TelemetrySink",
     "Tool",
+    "ToolSource",
+    "tool",
+    "register_tool",
+    "FunctionTool",
     "ComponentContext",
     "Register",
     "WriteUnit",

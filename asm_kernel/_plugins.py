@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "builtin.scripted": "asm_kernel.builtin.scripted",
     "builtin.log": "asm_kernel.builtin.log",
     "builtin.routers": "asm_kernel.builtin.routers",
+    "builtin.policies": "asm_kernel.builtin.policies",
 }
 
 

@@ -69,6 +69,11 @@ __all__ = [
     "ContextError",
     "ContextWindowExceededError",
     "InvalidContextError",
+    "ToolDefinitionError",
+    "ToolArgumentsError",
+    "ToolTimeoutError",
+    "ToolSourceError",
+    "ApprovalDeniedError",
     "error_codes",
 ]
 
@@ -403,6 +408,9 @@ class PolicyError(AsmError):
 
 
 class BudgetExceededError(PolicyError):
+    """A budget refused a step: ``details`` say ``what`` limit (``max_cost_usd``), its ``scope``
+    (``session:ses_1:2026-07``), the ``limit``, the ``spend`` so far and what the step ``requested``."""
+
     code = "policy.budget_exceeded"
 
 
@@ -501,6 +509,36 @@ class InvalidContextError(ContextError):
     """
 
     code = "context.invalid_request"
+class ToolDefinitionError(ToolError):
+    """A function cannot be offered as a tool (an annotation JSON cannot express, ``*args``...)."""
+
+    code = "tool.invalid_definition"
+
+
+class ToolArgumentsError(ToolError):
+    """The arguments a model sent do not fit the tool's schema; ``details["problems"]`` lists each,
+    with its path. The model gets this as an error result, never the run."""
+
+    code = "tool.invalid_arguments"
+
+
+class ToolTimeoutError(ToolError):
+    """A tool call did not finish within its timeout (the tool's own, else ``tool_calls.timeout``)."""
+
+    code = "tool.timeout"
+
+
+class ToolSourceError(ToolError):
+    """A tool source (an MCP server) could not be reached, listed or called; ``source`` names it."""
+
+    code = "tool.source_unavailable"
+    retryable = True
+
+
+class ApprovalDeniedError(PolicyError):
+    """A person (or the approval's timeout) denied what a run needed approval for."""
+
+    code = "policy.approval_denied"
 
 
 def error_codes() -> dict[str, type[AsmError]]:

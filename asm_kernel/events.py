@@ -52,6 +52,12 @@ class EventType(enum.StrEnum):
     CONTEXT_COMPACTED = "context_compacted"
     MESSAGE_PINNED = "message_pinned"
     SESSION_FORKED = "session_forked"
+    POLICY_DECIDED = "policy_decided"
+    BUDGET_RESERVED = "budget_reserved"
+    BUDGET_SETTLED = "budget_settled"
+    APPROVAL_REQUESTED = "approval_requested"
+    APPROVAL_GRANTED = "approval_granted"
+    APPROVAL_DENIED = "approval_denied"
 
 
 #: Types whose loss on a crash costs nothing durable (the final message repeats them), so the
@@ -72,6 +78,7 @@ PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
         "input": "message",
         "requested_provider": "str | null: the provider the caller asked for by name",
         "owner": "str: the worker (runtime.worker_id) executing the run under its lease",
+        "resumed": "true, only when the run continues after waiting for approval (no message_sent follows)",
     },
     EventType.MESSAGE_SENT: {"message": "message (role user): the input of the run"},
     EventType.MESSAGE_STREAMED: {"text": "str: one text delta", "index": "int: content block"},
@@ -95,6 +102,8 @@ PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
         "is_error": "bool",
         "source": "str: who served it",
         "duration": "float: seconds the tool took",
+        "truncated": "int, only when the output was cut to tool_calls.max_output_chars: its full length",
+        "denied": "str, only for a call a policy or a person refused: who",
     },
     EventType.TOKEN_USAGE_UPDATED: {
         "usage": "usage | null: of this response (null: the provider reported none)",
@@ -116,7 +125,12 @@ PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
     },
     EventType.RUN_CANCELLED: {"reason": "str | null"},
     EventType.RUN_TIMED_OUT: {"timeout": "float: seconds", "error": "error object (runtime.timeout)"},
-    EventType.ERROR_OCCURRED: {"error": "error object", "during": "run | recovery"},
+    EventType.ERROR_OCCURRED: {
+        "error": "error object",
+        "during": "run | recovery | tool",
+        "tool_use_id": "str, only during tool: the call that failed",
+        "name": "str, only during tool: the tool",
+    },
     EventType.ROUTING_DECIDED: {
         "candidates": "list[str]: providers in the order they will be tried",
         "negotiation": "object: per provider, outcome (full|degraded|rejected) and what is missing",
@@ -195,6 +209,54 @@ PAYLOAD_FIELDS: Mapping[str, Mapping[str, str]] = {
         "parent_session_id": "str: the session this one was forked from",
         "at_seq": "int: the parent's last seq the fork contains",
         "copied": "int: transcript events copied from the parent (their seqs follow this event)",
+    },
+    EventType.POLICY_DECIDED: {
+        "policy": "str: the policy's configured name",
+        "step": "run | model_call | tool_round | tool: what was decided about",
+        "action": "allow | warn | approve | refuse (the strictest of all policies wins)",
+        "reason": "str",
+        "limit": "str | null: the limit that decided (max_cost_usd, ...)",
+        "scope": "str | null: the budget's scope key (session:ses_1:2026-07, ...)",
+        "limit_value": "float | null",
+        "spend": "float | null: spent in the scope before this step",
+        "requested": "float | null: what the step may add at worst",
+        "tool_use_id": "str, only for a tool call",
+        "name": "str, only for a tool call: the tool",
+    },
+    EventType.BUDGET_RESERVED: {
+        "reservation_id": "str",
+        "run_id": "str: the run the reservation is for (the event itself is in the ledger session)",
+        "session_id": "str: that run's session",
+        "step": "run | model_call | tool_round",
+        "spend": "spend: input_tokens, output_tokens, cost_usd, model_calls, tool_calls, turns (worst case)",
+    },
+    EventType.BUDGET_SETTLED: {
+        "reservation_id": "str",
+        "run_id": "str",
+        "spend": "spend: what the step really used (the reservation when the provider reported nothing)",
+    },
+    EventType.APPROVAL_REQUESTED: {
+        "approval_id": "str",
+        "kind": "tool | budget | cost",
+        "key": "str: what a grant covers (tool:<tool_use_id>, budget:<policy>:<limit>, ...)",
+        "policy": "str: the policy that asked",
+        "reason": "str",
+        "tool_use_id": "str, for a tool call",
+        "name": "str, for a tool call: the tool",
+        "input": "object, for a tool call: its arguments",
+        "expires_at": "str | null: ISO time after which the request is denied",
+    },
+    EventType.APPROVAL_GRANTED: {
+        "approval_id": "str",
+        "key": "str",
+        "decided_by": "str: who approved",
+        "reason": "str | null",
+    },
+    EventType.APPROVAL_DENIED: {
+        "approval_id": "str",
+        "key": "str",
+        "decided_by": "str: who denied (asm.timeout when the request expired)",
+        "reason": "str | null",
     },
 }
 

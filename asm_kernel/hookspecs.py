@@ -29,7 +29,17 @@ if TYPE_CHECKING:
     from .cli import CommandRegistry
     from .errors import AsmError
     from .kernel import Kernel
-    from .model import Event, Message, ProviderRequest, Run, RunResult, Session, SessionStatus, Usage
+    from .model import (
+        ApprovalRequest,
+        Event,
+        Message,
+        ProviderRequest,
+        Run,
+        RunResult,
+        Session,
+        SessionStatus,
+        Usage,
+    )
     from .pipeline import Pipeline
     from .registry import Register
 
@@ -136,6 +146,12 @@ def asm_run_finished(session: Session, run: Run, result: RunResult) -> None:
 
 
 @hookspec
+def asm_run_awaiting_approval(session: Session, run: Run, approvals: tuple[ApprovalRequest, ...]) -> None:
+    """A run stopped to wait for a person: ``approvals`` are its open requests (already stored,
+    with the run ``awaiting_approval``). Tell someone; decide with ``kernel.approvals``."""
+
+
+@hookspec
 def asm_event_appended(event: Event) -> None:
     """An event was stored and has its ``seq``. Keep it fast: it runs on the run's path."""
 
@@ -171,8 +187,9 @@ def asm_after_provider_response(session: Session, run: Run, provider: str, messa
 
 @hookspec
 def asm_on_error(error: AsmError, session: Session | None, run: Run | None, during: str) -> None:
-    """An error happened while ``during``: ``"run"`` (the run failed), ``"tool"`` (a tool raised;
-    the model gets an error result) or ``"hook:<hook name>"`` (another plugin's hook raised)."""
+    """An error happened while ``during``: ``"run"`` (the run failed), ``"tool"`` (a tool raised or
+    timed out; the model gets an error result) or ``"hook:<hook name>"`` (another plugin's hook
+    raised)."""
 
 
 #: Hooks whose implementations may be ``async def`` (the kernel awaits them).
@@ -185,6 +202,7 @@ NOTIFY_HOOKS: frozenset[str] = frozenset(
         "asm_session_transition",
         "asm_run_started",
         "asm_run_finished",
+        "asm_run_awaiting_approval",
         "asm_event_appended",
         "asm_after_provider_response",
         "asm_on_error",

@@ -40,6 +40,7 @@ __all__ = [
     "Policy",
     "TelemetrySink",
     "Tool",
+    "ToolSource",
     "ComponentContext",
 ]
 
@@ -86,7 +87,12 @@ class Store(Protocol):
       ``list_runs(lease_expired=True)`` finds running runs whose owner stopped renewing;
     * an acknowledged write survives a crash of the process, unless the store's documented
       durability mode says otherwise for stream deltas;
-    * the store declares what it is in :attr:`capabilities`.
+    * the store declares what it is in :attr:`capabilities`;
+    * a unit's ``no_live_runs`` counts ``pending``, ``running`` and ``awaiting_approval`` runs.
+
+    Optional: a store whose ``capabilities.sql`` is true may implement
+    ``async cost_rows(*, since, until, by) -> list[dict]`` (see :mod:`asm_kernel.cost`); every
+    other store is answered by the kernel's streamed fallback over ``token_usage_updated``.
     """
 
     @property
@@ -146,7 +152,8 @@ class Store(Protocol):
 
         A run is claimable when it is ``pending``, its session is ``pending`` or ``active``, it is
         among the oldest pending runs of its session (per-session FIFO) and the session has fewer
-        than ``max_running_per_session`` running or claimed runs, and no live claim holds it.
+        than ``max_running_per_session`` running, claimed or ``awaiting_approval`` runs (a run
+        waiting for a person holds its session's place), and no live claim holds it.
         Each claimed run gets ``owner`` and a new lease (token + 1, expiry = store clock +
         ``lease_ttl``) while still ``pending``; the worker then starts it with a unit conditional
         on that token. Two concurrent claims never return the same run. Oldest first.
@@ -248,6 +255,13 @@ class Policy(Protocol):
 
     ``check_run`` gets the transcript the run starts from (``history``, the messages as the
     model will see them), after the run's start is stored.
+
+    A policy may also implement the governance methods, which the kernel calls when present
+    (see :mod:`asm_kernel.policy`): ``async reserve(request: SpendRequest) -> Decision | None``
+    before each step that spends, ``async settle(request, actual: Spend)`` once for every
+    reservation it answered ``allow``/``warn``, and ``async review_tool(request: ToolRequest) ->
+    Decision | None`` before each kernel tool call. ``name`` (optional) labels its decisions.
+    ``asm_kernel.testing.PolicyConformance`` checks the contract.
     """
 
     async def check_run(self, *, session: Session, run: Run, history: Sequence[Message]) -> None: ...
@@ -266,9 +280,36 @@ class TelemetrySink(Protocol):
 
 
 class Tool(Protocol):
-    """A function the model may call."""
+    """A function the model may call.
+
+    Optional attributes the kernel reads: ``source`` (str: who serves the tool, recorded on its
+    events: ``function:module.name``, ``mcp:server``, a plugin) and ``timeout`` (seconds one call
+    may take; default ``tool_calls.timeout``). ``__call__`` returns a string (or content blocks);
+    anything else is turned into text. An :class:`~asm_kernel.errors.AsmError` it raises is given
+    to the model as an error result with its message, any other exception as well, and recorded
+    as ``error_occurred``.
+    """
 
     @property
     def spec(self) -> ToolSpec: ...
 
     async def __call__(self, input: dict[str, Any]) -> Any: ...
+
+
+@runtime_checkable
+class ToolSource(Protocol):
+    """A component that provides several tools (an MCP server), listed when the kernel starts.
+
+    The kernel calls :meth:`open` when it starts, offers every tool :meth:`list_tools` returns
+    (each a :class:`Tool`), and calls :meth:`aclose` when it stops. A failure to open or list
+    should raise :class:`~asm_kernel.errors.ToolSourceError` naming the source; any other
+    exception is wrapped in one. ``name`` labels the source in errors and events.
+    """
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def list_tools(self) -> Sequence[Tool]: ...
+
+    async def aclose(self) -> None: ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,8 +19,9 @@ from attrs import frozen
 
 from ._plugins import PluginManager
 from .config import ComponentConfig, Config, config_from_dict, load_config, validate_settings
+from .cost import CostReport
 from .errors import AsmError, ConfigError, PluginError, UnknownComponentError
-from .interfaces import Policy, Provider, Router, Store, TelemetrySink, Tool
+from .interfaces import Policy, Provider, Router, Store, TelemetrySink, Tool, ToolSource
 from .leases import LeaseKeeper
 from .model import Event, RunResult
 from .pipeline import Pipeline
@@ -69,7 +70,7 @@ class Kernel:
         *,
         store: Store | None = None,
         providers: Mapping[str, Provider] | None = None,
-        tools: Sequence[Tool] = (),
+        tools: Sequence[Tool | ToolSource | Callable[..., Any]] = (),
         plugins: Sequence[object] = (),
         load_plugins: bool = True,
         short_lived: bool = False,
@@ -94,7 +95,11 @@ class Kernel:
         self._given_tools = list(tools)
         self.store: Store = store  # type: ignore[assignment]  # set in start()
         self.providers: dict[str, Provider] = {}
-        self.tools: dict[str, Tool] = {}
+        from .tools.sources import ToolSet
+
+        #: Every tool by the name the model calls it, and the sources that listed some of them.
+        self.toolset = ToolSet()
+        self.tools: dict[str, Tool] = self.toolset.tools
         self.policies: list[Policy] = []
         self.telemetry: list[TelemetrySink] = []
         self.router: Router | None = None
@@ -103,12 +108,15 @@ class Kernel:
         #: This process's id as the owner of the runs it executes (their leases).
         self.worker_id: str = config.runtime.worker_id or default_worker_id()
         self.pipeline = Pipeline()
+        from .approvals import Approvals
         from .runtime.supervisor import Supervisor
         from .sessions import SessionManager
 
         self.leases = LeaseKeeper(self)
         self.sessions = SessionManager(self)
         self.runtime = Supervisor(self)
+        #: Deciding what runs wait for (see :mod:`asm_kernel.approvals`).
+        self.approvals = Approvals(self)
 
     def __repr__(self) -> str:
         return (
@@ -204,7 +212,12 @@ class Kernel:
                 path="run.provider",
                 hint=f"configured providers: {', '.join(sorted(self.providers))}",
             )
-        # Tools are dispatched by the name the model calls them by: their spec's name.
+        # Tools are dispatched by the name the model calls them by: their spec's name. Sources
+        # (an MCP server) are opened in start(), where their tools are listed and added.
+        from .tools.sources import ToolSet
+
+        self.toolset = ToolSet()
+        self.tools = self.toolset.tools
         for component in cfg.tools:
             tool = self.build("tool", component)
             self._add_tool(tool, component.path)
@@ -224,18 +237,9 @@ class Kernel:
                 "router", ComponentConfig("capability", "capability", {"prefer": prefer}, "router")
             )
 
-    def _add_tool(self, tool: Tool, path: str) -> None:
-        spec = getattr(tool, "spec", None)
-        name = getattr(spec, "name", None)
-        if not isinstance(name, str) or not name:
-            raise ConfigError(
-                "a tool must have a `spec` with a non-empty `name`",
-                path=path,
-                hint="give the tool a ToolSpec(name=..., description=..., input_schema=...)",
-            )
-        if name in self.tools:
-            raise ConfigError(f"two tools are named {name!r}", path=path, hint="tool names must be unique")
-        self.tools[name] = tool
+    def _add_tool(self, tool: Any, path: str) -> None:
+        """A tool, a plain function (made a FunctionTool) or a tool source (opened by start())."""
+        self.toolset.add(tool, path)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -245,12 +249,21 @@ class Kernel:
         self._build_all()
         self.pipeline = self._build_pipeline()
         await self.store.open()
+        try:
+            await self.toolset.open()
+        except BaseException:
+            if self._given_store is None:
+                await self.store.close()
+            raise
         self._started = True
         self.plugins.notify("asm_kernel_started", kernel=self)
         return self
 
     def _build_pipeline(self) -> Pipeline:
+        from .resume import install
+
         pipeline = Pipeline()
+        install(pipeline)  # continuing runs that waited for approval: the lifecycle's, not a plugin's
         for plugin, exc in self.plugins.call_each(
             "asm_configure_pipeline", lambda plugin: {"pipeline": pipeline, "kernel": self}
         ):
@@ -272,6 +285,7 @@ class Kernel:
         await self.sessions.closer.close()
         await self.leases.close()
         self.plugins.notify("asm_kernel_stopping", kernel=self)
+        await self.toolset.close()
         for provider in self.providers.values():
             try:
                 await provider.aclose()
@@ -316,3 +330,13 @@ class Kernel:
 
     def stream_run(self, session_id: str, prompt: Any, **kwargs: Any) -> AsyncIterator[Event | RunResult]:
         return self.sessions.stream_run(session_id, prompt, **kwargs)
+
+    async def cost(self, *, by: str = "model", since: Any = None, until: Any = None) -> CostReport:
+        """Tokens and cost from the log, grouped ``by`` session, agent, provider, model or day.
+
+        ``since``/``until``: datetimes, ISO strings or spans back from now (``"7d"``). Unknown
+        prices are reported as unknown, never as zero. See :mod:`asm_kernel.cost`.
+        """
+        from .cost import cost_report
+
+        return await cost_report(self, by=by, since=since, until=until)

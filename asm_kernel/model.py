@@ -68,6 +68,7 @@ __all__ = [
     "MessageDone",
     "StreamEvent",
     "RunResult",
+    "ApprovalRequest",
     "new_id",
     "utcnow",
 ]
@@ -145,17 +146,30 @@ class RunStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMED_OUT = "timed_out"
+    #: The run needs a person's decision (a tool call, a budget): it left execution, holds no
+    #: lease, and is queued again (``pending``) once every request is decided.
+    AWAITING_APPROVAL = "awaiting_approval"
 
     @property
     def terminal(self) -> bool:
-        return self not in (RunStatus.PENDING, RunStatus.RUNNING)
+        return self not in (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
 
 
 RUN_TRANSITIONS: Mapping[RunStatus, frozenset[RunStatus]] = {
     # A run can end before it starts: cancelled in its queue, failed (its route could not be
     # planned) or timed out (its deadline passed while it was being prepared).
     RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.TIMED_OUT}),
-    RunStatus.RUNNING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.TIMED_OUT}),
+    RunStatus.RUNNING: frozenset(
+        {
+            RunStatus.COMPLETED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.TIMED_OUT,
+            RunStatus.AWAITING_APPROVAL,
+        }
+    ),
+    # Decided: queued again, to continue from its log. Cancelled (or failed) while it waits.
+    RunStatus.AWAITING_APPROVAL: frozenset({RunStatus.PENDING, RunStatus.CANCELLED, RunStatus.FAILED}),
     RunStatus.COMPLETED: frozenset(),
     RunStatus.FAILED: frozenset(),
     RunStatus.CANCELLED: frozenset(),
@@ -278,8 +292,41 @@ class Event:
 
 
 @frozen
+class ApprovalRequest:
+    """A decision a run waits for: a tool call, or a budget limit it reached.
+
+    Stored with the run (its record's ``metadata["asm.approvals"]``) and in its log
+    (``approval_requested``, then ``approval_granted`` or ``approval_denied``).
+    """
+
+    id: str
+    run_id: str
+    session_id: str
+    #: ``tool``, ``budget``, ``cost`` or a plugin's own kind.
+    kind: str
+    #: What a grant covers: ``tool:<tool_use_id>``, ``budget:<policy>:<limit>``, ...
+    key: str
+    policy: str = ""
+    reason: str = ""
+    tool_use_id: str | None = None
+    name: str | None = None
+    input: dict[str, Any] | None = None
+    requested_at: datetime = field(factory=utcnow, converter=_utc)
+    expires_at: datetime | None = field(default=None, converter=_utc_or_none)
+    #: ``requested``, ``granted`` or ``denied``.
+    status: str = "requested"
+    decided_by: str | None = None
+    decided_at: datetime | None = field(default=None, converter=_utc_or_none)
+    decision_reason: str | None = None
+
+
+@frozen
 class RunResult:
-    """What a finished run produced; ``output`` is the answer text."""
+    """What a finished run produced; ``output`` is the answer text.
+
+    A run that waits for a person ends its execution with status ``awaiting_approval`` and its
+    open requests in ``approvals``; it is not finished: once decided it is queued again.
+    """
 
     session_id: str
     run_id: str
@@ -293,3 +340,4 @@ class RunResult:
     stop_reason: str | None = None
     error: dict[str, Any] | None = None
     pending_tool_calls: tuple[ToolUseBlock, ...] = ()
+    approvals: tuple[ApprovalRequest, ...] = ()

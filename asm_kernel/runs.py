@@ -183,6 +183,16 @@ class RunOps:
             run_id, RunStatus.PENDING, RunStatus.CANCELLED, {"reason": reason}, hint="cancel the task running it"
         )
 
+    async def cancel_waiting(self, run_id: str, reason: str = "cancelled") -> RunResult:
+        """Cancel a run that waits for approval: ``run_cancelled`` is stored, it never continues."""
+        return await self._close_unexecuted(
+            run_id,
+            RunStatus.AWAITING_APPROVAL,
+            RunStatus.CANCELLED,
+            {"reason": reason},
+            hint="decide it with kernel.approvals, or cancel it while it waits",
+        )
+
     async def execute(self, run_id: str, **options: Any) -> RunResult:
         """Execute a pending run to the end; see :meth:`stream_execute` for the options."""
         return await _result_of(self.stream_execute(run_id, **options))

@@ -122,3 +122,22 @@ class SyncKernel:
     def recover(self) -> Any:
         """Start the runtime: close crashed runs and resume pending ones (a RecoveryReport)."""
         return self._call(self.kernel.runtime.start())
+
+    def pending_approvals(self, session_id: str | None = None) -> list[Any]:
+        """The open approval requests (see ``kernel.approvals.pending``)."""
+        return self._call(self.kernel.approvals.pending(session_id=session_id))
+
+    def approve(self, run_id: str, tool_use_id: str | None = None, *, by: str, reason: str | None = None) -> Run:
+        return self._call(self.kernel.approvals.approve(run_id, tool_use_id, by=by, reason=reason))
+
+    def deny(self, run_id: str, tool_use_id: str | None = None, *, by: str, reason: str | None = None) -> Run:
+        return self._call(self.kernel.approvals.deny(run_id, tool_use_id, by=by, reason=reason))
+
+    def execute(self, run_id: str, **options: Any) -> RunResult:
+        """Execute a pending run (a queued one, or one decided after waiting for approval)."""
+        return self._call(self.kernel.sessions.execute(run_id, **options))
+
+    def cost(self, **kwargs: Any) -> Any:
+        """A cost report (see ``kernel.cost``)."""
+        return self._call(self.kernel.cost(**kwargs))
+

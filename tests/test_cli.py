@@ -372,7 +372,7 @@ def test_config_show_masks_every_kind_of_secret(
 # -- asm run --json: every field, and failures on stderr too ----------------------------------
 
 RUN_FIELDS = {"session_id", "run_id", "status", "output", "usage", "cost", "provider", "model", "stop_reason",
-              "pending_tool_calls", "error"}
+              "pending_tool_calls", "error", "approvals"}
 
 
 def test_run_json_prints_exactly_the_documented_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -86,9 +86,11 @@ def _settings_classes() -> dict[str, type]:
 def test_config_reference_names_every_key() -> None:
     from asm_kernel.builtin.echo import EchoSettings
     from asm_kernel.builtin.log import LogSettings
+    from asm_kernel.builtin.policies import ApprovalSettings, BudgetSettings, ToolsSettings
     from asm_kernel.builtin.routers import CapabilitySettings
     from asm_kernel.builtin.scripted import _STEP_KEYS, ScriptedSettings
     from asm_kernel.config import _TOP_LEVEL
+    from asm_kernel.tools import FunctionToolSettings
 
     page = read("docs/reference/config.md")
     for key in _TOP_LEVEL:
@@ -96,7 +98,8 @@ def test_config_reference_names_every_key() -> None:
     for section, cls in _settings_classes().items():
         for field in attrs.fields(cls):
             assert f"`{field.name}`" in page, f"{section}.{field.name} is not documented"
-    for cls in (EchoSettings, ScriptedSettings, LogSettings, CapabilitySettings):
+    for cls in (EchoSettings, ScriptedSettings, LogSettings, CapabilitySettings, BudgetSettings, ToolsSettings,
+                ApprovalSettings, FunctionToolSettings):
         for field in attrs.fields(cls):
             assert f"`{field.name}`" in page, f"{cls.__name__}.{field.name} is not documented"
     for key in _STEP_KEYS:

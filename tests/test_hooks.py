@@ -45,6 +45,10 @@ class Recorder:
         self.calls.append(("asm_run_finished", {"run": run, "result": result}))
 
     @hookimpl
+    def asm_run_awaiting_approval(self, session, run, approvals):
+        self.calls.append(("asm_run_awaiting_approval", {"run": run, "approvals": approvals}))
+
+    @hookimpl
     def asm_event_appended(self, event):
         self.calls.append(("asm_event_appended", {"event": event}))
 
@@ -157,6 +161,27 @@ async def test_on_error_sees_provider_failures_and_failing_hooks() -> None:
     assert "run" in durings and "hook:asm_event_appended" in durings
     provider_error = next(c["error"] for c in errors if c["during"] == "run")
     assert isinstance(provider_error, RateLimitError) and provider_error.retry_after == 3
+
+
+async def test_a_run_that_waits_for_approval_is_announced_not_finished() -> None:
+    from asm_kernel import ToolSpec
+
+    class Tool:
+        spec = ToolSpec("wire_money")
+
+        async def __call__(self, input):
+            return "sent"
+
+    rec = Recorder()
+    provider = scripted([{"tool_use": {"id": "t1", "name": "wire_money", "input": {"usd": 10}}}])
+    config = {"store": {"use": "memory"}, "policies": [{"use": "approval", "tools": ["wire_*"]}]}
+    async with Kernel(config, providers={"s": provider}, plugins=[rec], tools=[Tool()]) as kernel:
+        result = await kernel.run_once("pay the invoice")
+    names = rec.names()
+    assert "asm_run_awaiting_approval" in names and "asm_run_finished" not in names
+    call = next(c for n, c in rec.calls if n == "asm_run_awaiting_approval")
+    assert call["run"].status.value == "awaiting_approval" and call["run"].id == result.run_id
+    assert [a.tool_use_id for a in call["approvals"]] == ["t1"]
 
 
 def test_every_hookspec_is_exercised_by_these_tests() -> None:

@@ -235,8 +235,10 @@ recovery closes a run whose owner stopped renewing its lease.
 
 `asm_kernel_started` and `asm_kernel_stopping` bracket the kernel's life (`async with kernel:`).
 `asm_on_error` fires with `during="run"` when a run fails or times out (after its terminal unit
-is stored), `during="tool"` when a kernel tool raises an exception that is not an `AsmError`, and
-`during="hook:<hook name>"` when another plugin's lifecycle hook raises.
+is stored), `during="tool"` when a kernel tool raises or times out (the model gets an error
+result; invalid arguments and policy refusals are not reported), and `during="hook:<hook name>"`
+when another plugin's lifecycle hook raises. A run that stops to wait for a person calls
+`asm_run_awaiting_approval` instead of `asm_run_finished`.
 """
 
 
@@ -332,8 +334,9 @@ EVENT_NOTES: dict[str, str] = {
     ),
     "run_timed_out": "The run exceeded the `timeout` it was given; preceded by `error_occurred` (`runtime.timeout`).",
     "error_occurred": (
-        "An error is being recorded: the error that fails or times out a run (`during: run`), or "
-        "the crash recovery found (`during: recovery`). Always followed by the terminal event."
+        "An error is being recorded: the error that fails or times out a run (`during: run`, "
+        "followed by the terminal event), the crash recovery found (`during: recovery`), or a kernel "
+        "tool that raised or timed out (`during: tool`, followed by its `tool_call_completed`)."
     ),
     "routing_decided": (
         "The run's routing plan, written with `run_started`: the candidate providers in the order "
@@ -377,6 +380,28 @@ EVENT_NOTES: dict[str, str] = {
         "This session was forked from `parent_session_id` at `at_seq` (`asm fork` / "
         "`kernel.sessions.fork`); always seq 2, after `session_created`. The parent's transcript events "
         "up to `at_seq` follow as copies, with their times; the parent is not changed."
+    ),
+    "policy_decided": (
+        "A policy decided about a step: a run starting, a model call (its worst case reserved), a "
+        "tool round, one tool call. One per policy with an opinion; the strictest action wins. "
+        "Stored with the step's other events."
+    ),
+    "budget_reserved": (
+        "In a budget's ledger session (`asm.budget:...`), not the run's: the worst case of a step "
+        "was reserved, with an append conditional on the ledger's last seq."
+    ),
+    "budget_settled": "In a budget's ledger session: a reservation became what the step really spent.",
+    "approval_requested": (
+        "The run needs a person: written in the unit that moves it to `awaiting_approval` and "
+        "releases its lease. One per request."
+    ),
+    "approval_granted": (
+        "A request was approved (`decided_by` says who). When no request is left open the run is "
+        "`pending` again in the same unit."
+    ),
+    "approval_denied": (
+        "A request was denied, by a person or by `asm.timeout`. A denied tool call answers the model "
+        "with an error result; a denied budget or cost request fails the run in the same unit."
     ),
 }
 

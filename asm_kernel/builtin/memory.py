@@ -22,7 +22,8 @@ from ..writes import lease_expired as lease_expired_at
 
 __all__ = ["MemoryStore", "MemorySettings"]
 
-_LIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+#: Runs that keep their session open (and, but for pending ones, hold its place in the queue).
+_LIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
 
 
 @frozen
@@ -140,7 +141,7 @@ class MemoryStore:
             )
             busy: dict[str, int] = {}
             for run in self._runs.values():
-                held = run.status is RunStatus.RUNNING or (
+                held = run.status in (RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL) or (
                     run.status is RunStatus.PENDING and not lease_expired_at(run, now)
                 )
                 if held:

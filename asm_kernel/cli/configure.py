@@ -42,6 +42,16 @@ def cmd_config_check(args: argparse.Namespace, ctx: CliContext) -> int:
     kernel = ctx.kernel(cfg)
     kernel._build_all()
     check_run_defaults(cfg.run, kernel.providers)
+    if kernel.toolset.sources:  # tool sources (MCP servers) are reached, listed and closed again
+        from .running import run_async
+
+        async def probe() -> None:
+            try:
+                await kernel.toolset.open()
+            finally:
+                await kernel.toolset.close()
+
+        run_async(probe())
     names = ", ".join(mask(name) for name in kernel.providers)  # an interpolated name is a secret
     ctx.line(f"config OK ({cfg.source or 'defaults'}): store={type(kernel.store).__name__}, providers={names}")
     return 0
@@ -134,7 +144,7 @@ def effective_config(ctx: CliContext) -> dict[str, Any]:
         config[section] = []
         for i, component in enumerate(getattr(cfg, section)):
             add(section, kind, component, False, i)
-    for section in ("plugins", "run", "runtime", "resilience"):
+    for section in ("plugins", "run", "runtime", "resilience", "tool_calls"):
         config[section] = mask(_plain(getattr(cfg, section)))
     config["home"] = conceal(str(cfg.home))
     return json_safe(

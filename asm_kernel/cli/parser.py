@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from functools import cache
 
 from .api import CliContext, CommandRegistry, Handler, add_common, add_json
+from .approve import cmd_approvals, cmd_approve
 from .configure import cmd_config_check, cmd_config_show, cmd_init
 from .context import cmd_compact, cmd_fork, cmd_pin
+from .cost import cmd_cost
 from .inspect import cmd_events, cmd_plugins, cmd_providers, cmd_sessions_list, cmd_sessions_show
 from .queue import cmd_submit, cmd_wait, cmd_worker
 from .running import cmd_demo, cmd_run
@@ -36,6 +38,9 @@ CORE_COMMANDS = frozenset(
         "compact",
         "fork",
         "pin",
+        "approvals",
+        "approve",
+        "cost",
     }
 )
 
@@ -195,6 +200,22 @@ def _core(sub: argparse._SubParsersAction) -> CommandRegistry:  # type: ignore[t
     p.add_argument("id", metavar="SESSION_ID")
     p.add_argument("seq", type=_positive_int, metavar="SEQ")
     p.add_argument("--unpin", action="store_true", help="unpin it")
+    p = core.add("approvals", cmd_approvals, help="requests runs wait for a person to decide")
+    p.add_argument("--session", "-s", help="only this session's")
+    add_json(p)
+
+    p = core.add("approve", cmd_approve, help="approve (or --deny) what a run waits for; it is then queued again")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("tool_use_id", nargs="?", metavar="TOOL_USE_ID", help="one request (default: all of the run's)")
+    p.add_argument("--deny", action="store_true", help="deny instead of approving")
+    p.add_argument("--reason", help="why, stored with the decision")
+    p.add_argument("--by", help="who decides (default: your user name)")
+    add_json(p)
+
+    p = core.add("cost", cmd_cost, help="tokens and cost from the log, grouped; unknown prices shown as unknown")
+    p.add_argument("--by", choices=["session", "agent", "provider", "model", "day"], default="model")
+    p.add_argument("--since", help="a date, an ISO time, or a span back from now (24h, 7d)")
+    p.add_argument("--until", help="the end (exclusive), in the same forms")
     add_json(p)
     return core
 

@@ -63,7 +63,7 @@ def cmd_wait(args: argparse.Namespace, ctx: CliContext) -> int:
 
     while True:
         run = run_async(look())
-        if run.status.terminal:
+        if run.status.terminal or run.status.value == "awaiting_approval":
             from ..pipeline.driver import result_of
 
             return report_result(result_of(run), ctx, json=args.json, continue_hint=False)

@@ -219,6 +219,7 @@ def result_json(result: Any) -> dict[str, Any]:
         "stop_reason": result.stop_reason,
         "pending_tool_calls": [to_dict(c) for c in result.pending_tool_calls],
         "error": result.error,
+        "approvals": [to_dict(a) for a in result.approvals],
     }
 
 
@@ -232,6 +233,13 @@ def report_result(result: Any, ctx: CliContext, *, json: bool, continue_hint: bo
             sid = result.session_id
             ctx.error(f'session {sid}  (continue with: asm run --session {sid} "...")')
         return 0
+    if status == "awaiting_approval":
+        for request in result.approvals:
+            what = f"{request.name} {request.tool_use_id}" if request.tool_use_id else request.key
+            ctx.error(f"asm: run {result.run_id} awaits approval of {what}: {request.reason}")
+        ctx.error(f"asm: decide with: asm approve {result.run_id} [TOOL_USE_ID] [--deny --reason ...]; "
+                  "a runtime or worker then continues the run")
+        return 1
     error = result.error or {}
     detail = error.get("message") or status.replace("_", " ")
     if error.get("hint"):

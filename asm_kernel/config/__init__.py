@@ -23,7 +23,16 @@ from __future__ import annotations
 
 from ..secrets import Secret
 from .loading import TOP_LEVEL, config_from_dict, load_config
-from .records import ComponentConfig, Config, PluginsConfig, ResilienceConfig, RunDefaults, RuntimeConfig, mask
+from .records import (
+    ComponentConfig,
+    Config,
+    PluginsConfig,
+    ResilienceConfig,
+    RunDefaults,
+    RuntimeConfig,
+    ToolCallsConfig,
+    mask,
+)
 from .sources import MASK, MaskedStr, Unset, default_home, find_config_file, is_secret_key
 from .starter import STARTER_CONFIG, starter_config
 from .switches import PluginSwitches, read_plugin_switches
@@ -36,6 +45,7 @@ __all__ = [
     "RunDefaults",
     "RuntimeConfig",
     "ResilienceConfig",
+    "ToolCallsConfig",
     "Config",
     "load_config",
     "config_from_dict",

@@ -19,6 +19,7 @@ from .records import (
     ResilienceConfig,
     RunDefaults,
     RuntimeConfig,
+    ToolCallsConfig,
 )
 from .sources import (
     apply_env_overrides,
@@ -51,6 +52,7 @@ class _Document:
     resilience: ResilienceConfig = field(factory=ResilienceConfig)
     #: ``[serve]``: kept as data for the ``asm serve`` plugin (asm-serve), which validates it.
     serve: Mapping[str, Any] = field(factory=dict)
+    tool_calls: ToolCallsConfig = field(factory=ToolCallsConfig)
     home: Path | None = None
     context: ContextSettings = field(factory=ContextSettings)
 
@@ -125,6 +127,7 @@ def config_from_dict(
         resilience=doc.resilience,
         serve=dict(doc.serve),
         context=doc.context,
+        tool_calls=doc.tool_calls,
         home=home,
         source=source,
         secret_paths=frozenset(secret_paths),

@@ -22,6 +22,7 @@ __all__ = [
     "RuntimeConfig",
     "ResilienceConfig",
     "ContextSettings",
+    "ToolCallsConfig",
     "Config",
     "mask",
 ]
@@ -178,6 +179,21 @@ class RuntimeConfig:
     worker_id: str | None = field(default=None, validator=_not_empty)
 
 
+@frozen
+class ToolCallsConfig:
+    """``[tool_calls]``: how the kernel runs the tools a model calls in one turn."""
+
+    #: Calls of one model turn that run at the same time (the rest wait for a slot).
+    max_parallel: int = field(default=8, validator=_at_least_one)
+    #: Seconds one call may take unless its tool sets its own ``timeout``.
+    timeout: float = field(default=60.0, validator=_positive_number)
+    #: Characters of a tool's output kept in ``tool_call_completed`` (and so shown to the model,
+    #: whose transcript is rebuilt from the log); longer output is cut, with a note saying so.
+    max_output_chars: int = field(default=32_768, validator=_at_least_one)
+    #: Keep every tool's whole output in its event instead (max_output_chars is then ignored).
+    keep_full_output: bool = False
+
+
 @frozen(repr=False)
 class Config:
     """A validated configuration: component tables, the kernel's sections, where it came from.
@@ -199,6 +215,7 @@ class Config:
     #: ``[serve]`` as data: the HTTP server plugin (asm-serve) owns and validates it, so the
     #: kernel keeps no web settings of its own and a config that has them still loads here.
     serve: Mapping[str, Any] = field(factory=dict)
+    tool_calls: ToolCallsConfig = field(factory=ToolCallsConfig)
     home: Path = field(factory=lambda: default_home())
     #: ``[context]``: how the window of each model call is cut (see docs/guides/context.md).
     context: ContextSettings = field(factory=ContextSettings)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import evolve
 
+from ..approvals import APPROVALS_KEY, REQUESTED_KEY, RESUME_KEY, ApprovalRequired, approvals_of, pause_unit
 from ..errors import (
     AsmError,
     AsmRuntimeError,
@@ -48,6 +49,8 @@ log = logging.getLogger("asm.pipeline")
 
 #: Run metadata key of a run queued again by a stopping worker: the id of the run it replaces.
 HANDED_BACK_KEY = "asm.handed_back_from"
+#: Run metadata a handed-back run does not inherit: it is a new run, not a continuation.
+_CONTINUATION_KEYS = frozenset({APPROVALS_KEY, RESUME_KEY, REQUESTED_KEY})
 
 TERMINAL_EVENT = {
     RunStatus.COMPLETED: EventType.RUN_COMPLETED,
@@ -61,6 +64,9 @@ def result_of(run: Run, pending: tuple[ToolUseBlock, ...] = ()) -> RunResult:
     """The RunResult a stored run record describes."""
     if not pending and run.output is not None and run.stop_reason == "tool_use":
         pending = run.output.tool_uses
+    approvals: tuple[Any, ...] = ()
+    if run.status is RunStatus.AWAITING_APPROVAL:
+        approvals = tuple(r for r in approvals_of(run) if r.status == "requested")
     return RunResult(
         session_id=run.session_id,
         run_id=run.id,
@@ -74,6 +80,7 @@ def result_of(run: Run, pending: tuple[ToolUseBlock, ...] = ()) -> RunResult:
         stop_reason=run.stop_reason,
         error=run.error,
         pending_tool_calls=pending,
+        approvals=approvals,
     )
 
 
@@ -123,6 +130,10 @@ async def drive(
         status = RunStatus.CANCELLED
         extra = {"reason": "interrupted"}
         interrupt = exc
+    except ApprovalRequired as exc:
+        # Not an end: the run waits for a person, stored, its lease released (asm_kernel.approvals).
+        status = RunStatus.AWAITING_APPROVAL
+        extra = {"approvals": exc.requests}
     except LeaseLostError:
         manager.kernel.leases.release(state.run.id)
         raise
@@ -173,6 +184,8 @@ def terminal_unit(
 ) -> tuple[Run, WriteUnit]:
     """The final record of the run and the unit that stores it with its terminal event."""
     run = state.run
+    if status is RunStatus.AWAITING_APPROVAL:
+        return pause_unit(state, extra["approvals"])
     error_dict = redact(error.to_dict()) if error is not None else None
     final = run.transition(
         status,
@@ -205,7 +218,10 @@ def terminal_unit(
                     input=run.input,
                     provider=state.requested_provider,
                     model=run.model if state.requested_provider else None,
-                    metadata={**run.metadata, HANDED_BACK_KEY: run.id},
+                    metadata={
+                        **{k: v for k, v in run.metadata.items() if k not in _CONTINUATION_KEYS},
+                        HANDED_BACK_KEY: run.id,
+                    },
                 )
             )
         return final, WriteUnit(run.session_id, events, runs=[write], new_runs=again)
@@ -255,6 +271,9 @@ async def _terminal(state: RunState, status: RunStatus, error: AsmError | None, 
     stored = committed.run(final.id)
     state.run = stored
     result = result_of(stored, state.pending)
+    if status is RunStatus.AWAITING_APPROVAL:
+        state.notify("asm_run_awaiting_approval", session=state.session, run=stored, approvals=result.approvals)
+        return result
     if error is not None and status is not RunStatus.CANCELLED:
         state.notify("asm_on_error", error=error, session=state.session, run=stored, during="run")
     state.notify("asm_run_finished", session=state.session, run=stored, result=result)

@@ -249,11 +249,14 @@ async def start(state: RunState) -> None:
                     "input": to_dict(run.input),
                     "requested_provider": state.requested_provider,
                     "owner": running.owner,
+                    **({"resumed": True} if state.resumed else {}),
                 },
             ),
             state.event(EventType.MESSAGE_SENT, {"message": to_dict(run.input)}),
             state.event(EventType.ROUTING_DECIDED, state.plan.to_dict()),
         ]
+        if state.resumed:  # a continued run's input is in the log already (asm_kernel.resume)
+            events = [e for e in events if e.type != EventType.MESSAGE_SENT]
         if state.stored:
             write = RunWrite(running, expect_status=RunStatus.PENDING, expect_token=run.lease_token, lease_ttl=ttl)
             unit = WriteUnit(session.id, events, session=activated, session_status=[session.status], runs=[write])

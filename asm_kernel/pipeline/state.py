@@ -82,6 +82,9 @@ class RunState:
         self.pending: tuple[ToolUseBlock, ...] = ()
         #: Set by a stage to end the turn loop after the current turn.
         self.done = False
+        #: True when the run continues after waiting for approval: its input is in the log
+        #: already (see :mod:`asm_kernel.resume`).
+        self.resumed = False
         #: Per-plugin scratch space: ``state.data["myplugin"] = ...``.
         self.data: dict[str, Any] = {}
 

@@ -237,9 +237,9 @@ class SessionServer:
         if run.id in self._handles:
             return self._handles[run.id]
         handle = RunHandle(self.session_id, run.id)
-        if run.status.terminal:
+        if run.status.terminal or run.status is RunStatus.AWAITING_APPROVAL:
             handle._resolve(result_of(run))
-        elif run.status is RunStatus.PENDING:
+        elif run.status is RunStatus.PENDING and not self._supervisor.claims_runs:
             return self._enqueue(run.id)
         else:  # running elsewhere (another process): follow it through the store
             return self._follower(run.id)
@@ -259,7 +259,7 @@ class SessionServer:
         try:
             while True:
                 run = await store.get_run(handle.run_id)
-                if run.status.terminal:
+                if run.status.terminal or run.status is RunStatus.AWAITING_APPROVAL:
                     handle._resolve(result_of(run))
                     return
                 events = await store.wait(self.session_id, after=cursor, timeout=1.0)
@@ -276,7 +276,7 @@ class SessionServer:
             run = await self._kernel.store.get_run(run_id)
             if run.session_id != self.session_id:
                 raise RunNotFoundError(f"run {run_id} belongs to session {run.session_id}, not {self.session_id}")
-            if run.status.terminal:
+            if run.status.terminal or run.status is RunStatus.AWAITING_APPROVAL:
                 return result_of(run)
             handle = self._handle_for_existing(run)
         return await handle.result(timeout)
@@ -304,6 +304,10 @@ class SessionServer:
             raise StateError(f"run {run_id} already ended {run.status.value}", hint="there is nothing to cancel")
         if run.status is RunStatus.PENDING and run.session_id == self.session_id:
             return await self._kernel.sessions.cancel_pending(run_id, reason)
+        if run.status is RunStatus.AWAITING_APPROVAL and run.session_id == self.session_id:
+            result = await self._kernel.sessions.cancel_waiting(run_id, reason)
+            self.wake()  # the run held its session's place in the queue
+            return result
         raise StateError(f"run {run_id} is not queued or running in this process")
 
     async def interrupt_run(self, input: Any, **kwargs: Any) -> RunHandle:
@@ -354,6 +358,13 @@ class SessionServer:
             session = await self._kernel.sessions.get(self.session_id)
             if session.status is SessionStatus.PAUSED:
                 break  # resumed later through wake()
+            # A run waiting for approval holds its place as a running one does: the runs queued
+            # behind it wait, so their messages cannot split its tool calls from their results.
+            waiting = await self._kernel.store.list_runs(
+                session_id=self.session_id, status=RunStatus.AWAITING_APPROVAL, limit=self.settings.max_concurrent_runs
+            )
+            if len(self._running) + len(waiting) >= self.settings.max_concurrent_runs:
+                break  # woken when a decision queues the waiting run again, or it is cancelled
             if session.status.terminal:
                 for run_id in list(self._queue):
                     await self.cancel_run(run_id, reason=f"session {session.status.value}")

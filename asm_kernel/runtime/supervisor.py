@@ -79,6 +79,7 @@ class Supervisor:
                 return self.last_recovery
             self._started = True
             recovered = await recover_expired(self.kernel)
+            await self._expire_approvals()
             resumed = await self._resume_pending()
             self.last_recovery = RecoveryReport(
                 recovered.crashed, recovered.requeued, tuple(resumed), recovered.repaired
@@ -97,6 +98,32 @@ class Supervisor:
     async def repair(self) -> RepairReport:
         """Check every run's record against its log and mend what disagrees (:mod:`asm_kernel.recovery`)."""
         return await repair_all(self.kernel)
+
+    async def _expire_approvals(self) -> None:
+        try:
+            await self.kernel.approvals.expire()
+        except Exception as exc:  # the store may be briefly down: next round
+            log.warning("expiring approval requests failed: %s", exc)
+
+    @property
+    def claims_runs(self) -> bool:
+        """Whether pending runs are taken from the store by workers (shared store, or workers here)."""
+        return bool(self._workers) or self.kernel.store.capabilities.shared
+
+    async def resume(self, run: Run) -> None:
+        """A run decided after waiting for approval is pending again: run it here, or wake a worker.
+
+        In a process whose runtime is started on a store no other process writes, the run goes
+        to the front of its session's queue (it was there first). On a shared store, the
+        workers that claim runs take it; with no runtime started, whoever starts one (or calls
+        ``kernel.sessions.execute``) continues it.
+        """
+        for worker in self._workers:
+            worker.wake()
+        if not self._started or self.claims_runs:
+            return
+        server = await self._server(run.session_id)
+        server._enqueue(run.id, front=True)
 
     def worker(self, *, concurrency: int | None = None, poll: float = 0.5, on_stop: str = "requeue") -> Worker:
         """A :class:`~asm_kernel.runtime.worker.Worker` executing runs queued by any process.
@@ -155,6 +182,7 @@ class Supervisor:
                     await self.recover()
                 except Exception as exc:  # the store may be briefly down: next round
                     log.warning("periodic recovery failed: %s", exc)
+                await self._expire_approvals()
 
     # -- servers ----------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Testing helpers for asm and its plugins (opt-in: import what you need).
 
-* :class:`StoreConformance` and :class:`ProviderConformance`: contract suites every store and
-  provider runs unchanged;
+* :class:`StoreConformance`, :class:`ProviderConformance` and :class:`PolicyConformance`:
+  contract suites every store, provider and policy runs unchanged;
 * :class:`FaultyStore`: fault injection at the N-th write of any store;
 * :func:`assert_record_and_log_agree`: the store contract's invariants for one session;
 * :func:`run_async`: run a coroutine from a synchronous test;
@@ -21,12 +21,14 @@ from .faults import FaultMode, FaultyStore
 
 if TYPE_CHECKING:
     from ._store_faults import assert_record_and_log_agree
+    from .policies import PolicyConformance
     from .providers import ProviderConformance
     from .stores import StoreConformance, run_async
 
 __all__ = [
     "StoreConformance",
     "ProviderConformance",
+    "PolicyConformance",
     "FaultyStore",
     "FaultMode",
     "assert_record_and_log_agree",
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 _NEEDS_PYTEST = {
+    "PolicyConformance": "policies",
     "ProviderConformance": "providers",
     "StoreConformance": "stores",
     "run_async": "stores",

@@ -20,6 +20,7 @@ every write of a run (:mod:`._store_faults`).
 
 from __future__ import annotations
 
+from ._store_approvals import StoreApprovalTests
 from ._store_base import create_run, create_session, events_for, replace_run, replace_session, run_async
 from ._store_faults import StoreFaultTests
 from ._store_log import StoreLogTests, malformed_events
@@ -39,6 +40,12 @@ __all__ = [
 
 
 class StoreConformance(
-    StoreRecordTests, StoreLogTests, StoreUnitTests, StoreLeaseTests, StoreClaimTests, StoreFaultTests
+    StoreRecordTests,
+    StoreLogTests,
+    StoreUnitTests,
+    StoreLeaseTests,
+    StoreClaimTests,
+    StoreFaultTests,
+    StoreApprovalTests,
 ):
     """Contract tests for :class:`asm_kernel.interfaces.Store` implementations."""

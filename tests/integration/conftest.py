@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-REQUIRED = ("asm_duckdb", "asm_anthropic", "asm_openai", "asm_serve")
+REQUIRED = ("asm_duckdb", "asm_anthropic", "asm_openai", "asm_serve", "asm_mcp")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
