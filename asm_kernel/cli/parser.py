@@ -200,6 +200,8 @@ def _core(sub: argparse._SubParsersAction) -> CommandRegistry:  # type: ignore[t
     p.add_argument("id", metavar="SESSION_ID")
     p.add_argument("seq", type=_positive_int, metavar="SEQ")
     p.add_argument("--unpin", action="store_true", help="unpin it")
+    add_json(p)
+
     p = core.add("approvals", cmd_approvals, help="requests runs wait for a person to decide")
     p.add_argument("--session", "-s", help="only this session's")
     add_json(p)

@@ -46,5 +46,7 @@ def asm_configure_pipeline(pipeline: Any, kernel: Any) -> None:
 @hookimpl(trylast=True)
 async def asm_before_provider_request(request: Any, run: Any) -> Any:
     # Last, so it sees the request every other hook made: the provider is never asked for
-    # more than was reserved.
+    # more than was reserved. An on-demand compaction's summary call belongs to no run.
+    if run is None:
+        return None
     return await clamp(request, run.id)
