@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Overlay", "Writes", "Planner"]
 
-_LIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+#: Runs that hold their session's place: queued, executing, or waiting for a person.
+_LIVE = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL)
 
 
 @dataclass(eq=False)
@@ -239,13 +240,15 @@ class Planner:
         """Claim queued runs as :meth:`asm_kernel.builtin.memory.MemoryStore.claim_runs` does."""
         now = self.clock()
         expires = now + timedelta(seconds=lease_ttl)
-        rows = self.conn.execute(f"SELECT {RUN_SELECT} FROM runs WHERE status IN ('pending', 'running')").fetchall()
+        rows = self.conn.execute(
+            f"SELECT {RUN_SELECT} FROM runs WHERE status IN ('pending', 'running', 'awaiting_approval')"
+        ).fetchall()
         runs = {r.id: r for r in map(run_from_row, rows)}
         runs.update({rid: r for rid, r in ov.runs.items()})
         runs = {rid: r for rid, r in runs.items() if r.status in _LIVE}
         busy: dict[str, int] = {}
         for run in runs.values():
-            if run.status is RunStatus.RUNNING or not lease_expired(run, now):
+            if run.status is not RunStatus.PENDING or not lease_expired(run, now):
                 busy[run.session_id] = busy.get(run.session_id, 0) + 1
         statuses: dict[str, SessionStatus | None] = {}
         claimed: list[Run] = []

@@ -38,7 +38,7 @@ def _decide(rows: list[tuple[Any, ...]], limit: int, max_running: int) -> list[s
     """The memory store's rule over one batch of locked sessions' live runs (oldest first)."""
     busy: dict[str, int] = {}
     for _, session_id, status, held in rows:
-        if status == "running" or held:
+        if status != "pending" or held:  # running or awaiting approval: the session's place is taken
             busy[session_id] = busy.get(session_id, 0) + 1
     chosen: list[str] = []
     for run_id, session_id, status, held in rows:

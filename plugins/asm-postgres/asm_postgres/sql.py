@@ -13,7 +13,8 @@ from .schema import quote_ident
 
 __all__ = ["Statements", "channel_for"]
 
-_LIVE = "('pending', 'running')"
+#: Runs that hold their session's place: queued, executing, or waiting for a person.
+_LIVE = "('pending', 'running', 'awaiting_approval')"
 
 
 def channel_for(schema: str) -> str:
@@ -105,7 +106,8 @@ class Statements:
                 GROUP BY session_id
             ), busy AS (
                 SELECT r.session_id, count(*) AS n FROM {runs} AS r JOIN pend USING (session_id)
-                WHERE r.status = 'running' OR (r.status = 'pending' AND r.lease_expires_at > clock_timestamp())
+                WHERE r.status IN ('running', 'awaiting_approval')
+                   OR (r.status = 'pending' AND r.lease_expires_at > clock_timestamp())
                 GROUP BY r.session_id
             )
             SELECT s.id FROM {sessions} AS s JOIN pend AS p ON p.session_id = s.id
