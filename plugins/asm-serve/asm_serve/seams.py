@@ -38,8 +38,42 @@ class Approvals(Protocol):
         """Record the decision (``actor`` is the API key's name); returns it as a JSON object."""
 
 
+class KernelApprovals:
+    """The routes' :class:`Approvals` over the kernel's own (``kernel.approvals``).
+
+    The kernel lists :class:`~asm_kernel.model.ApprovalRequest` records and decides by run and
+    tool-use id (or approval id); the routes speak JSON with ``run_id`` and ``call_id``.
+    """
+
+    def __init__(self, approvals: Any) -> None:
+        self._approvals = approvals
+
+    async def pending(self, session_id: str) -> list[dict[str, Any]]:
+        from asm_kernel.serialization import to_dict
+
+        requests = await self._approvals.pending(session_id=session_id)
+        return [{**to_dict(r), "call_id": r.tool_use_id or r.id} for r in requests]
+
+    async def decide(
+        self, run_id: str, call_id: str, *, approve: bool, reason: str | None, actor: str
+    ) -> dict[str, Any]:
+        run = await self._approvals.decide(run_id, call_id, approve=approve, by=actor, reason=reason)
+        return {
+            "run_id": run.id,
+            "call_id": call_id,
+            "approved": approve,
+            "decided_by": actor,
+            "reason": reason,
+            "status": run.status.value,
+        }
+
+
 def approvals_of(kernel: Any) -> Approvals | None:
     found = getattr(kernel, "approvals", None)
+    if found is None:
+        return None
+    if hasattr(found, "approve") and hasattr(found, "deny"):  # the kernel's approvals
+        return KernelApprovals(found)
     return found if isinstance(found, Approvals) else None
 
 

@@ -275,13 +275,14 @@ def test_request_bodies_are_size_capped() -> None:
         assert client.post("/v1/sessions", json={"metadata": {"small": 1}}).status_code == 201
 
 
-def test_approvals_answer_not_implemented_until_a_component_provides_them(client: httpx.Client) -> None:
+def test_approvals_use_the_kernels_own_approvals(client: httpx.Client) -> None:
+    assert client.get("/v1/server").json()["features"]["approvals"] is True
     sid = _session(client)["id"]
     run = _run(client, sid, "hi")
     listing = client.get(f"/v1/sessions/{sid}/approvals")
-    assert listing.status_code == 501 and listing.json()["code"] == "http.not_implemented"
+    assert listing.status_code == 200 and listing.json()["items"] == []  # nothing waits
     decide = client.post(f"/v1/runs/{run['id']}/approvals/call_1/approve", json={"reason": "ok"})
-    assert decide.status_code == 501
+    assert 400 <= decide.status_code < 500 and decide.json()["code"].startswith("state.")  # it is not waiting
     assert client.post("/v1/runs/run_missing/approvals/call_1/deny").status_code == 404
 
 
