@@ -75,7 +75,11 @@ def cmd_sessions_show(args: argparse.Namespace, ctx: CliContext) -> int:
     remote = ctx.remote()
     if remote is not None:
         session, summary = remote.session(args.id)
-        runs, last, context = remote.runs(args.id, limit=1000), summary["last_seq"], None
+        from ..context.ops import REPORT_WINDOW, latest_context
+
+        runs, last = remote.runs(args.id, limit=1000), summary["last_seq"]
+        context = latest_context(remote.events(args.id, after=max(0, last - REPORT_WINDOW),
+                                               types=["context_prepared"]))
     else:
         session, runs, last, context = run_async(go())
     from ..model import Usage

@@ -247,13 +247,23 @@ class ContextOps:
 
     async def context_report(self, session_id: str) -> builtins.list[dict[str, Any]]:
         """The ``context_prepared`` records of the session's latest run (what each call left out)."""
-        store = self._kernel.store
-        recent = await store.last(session_id, 400)
-        prepared = [e for e in recent if e.type == EventType.CONTEXT_PREPARED]
-        if not prepared:
-            return []
-        run_id = prepared[-1].run_id
-        return [{"seq": e.seq, **e.payload} for e in prepared if e.run_id == run_id]
+        return latest_context(await self._kernel.store.last(session_id, REPORT_WINDOW))
+
+
+#: How many of a session's last events :func:`latest_context` looks through.
+REPORT_WINDOW = 400
+
+
+def latest_context(recent: Sequence[Event]) -> builtins.list[dict[str, Any]]:
+    """The ``context_prepared`` records of the latest run among ``recent`` events, oldest first.
+
+    Pure, so the CLI computes the same report from a server's events as from a store's.
+    """
+    prepared = [e for e in recent if e.type == EventType.CONTEXT_PREPARED]
+    if not prepared:
+        return []
+    run_id = prepared[-1].run_id
+    return [{"seq": e.seq, **e.payload} for e in prepared if e.run_id == run_id]
 
 
 def _remap(event: Event, mapped: Any) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def test_health_ready_server_and_openapi(client: httpx.Client, server: ServerThr
     assert health == {"status": "ok", "instance": server.server.state.instance, "version": "0.1.0"}
     assert client.get("/v1/ready").json()["status"] == "ready"
     info = client.get("/v1/server").json()
-    assert info["features"] == {"approvals": False, "auth": False} and info["operator"] is True
+    assert info["features"] == {"approvals": True, "auth": False} and info["operator"] is True
     doc = client.get("/v1/openapi.json").json()
     assert doc["openapi"] == "3.1.0" and doc == document(server.server.settings.max_await)
 

@@ -104,7 +104,7 @@ def test_asm_run_through_the_server(server: ServerThread, both: Any, capsys: pyt
     result = json.loads(out)
     assert result["status"] == "completed" and result["output"] == "hello over http" and result["provider"] == "echo"
     assert set(result) == {"session_id", "run_id", "status", "output", "usage", "cost", "provider", "model",
-                           "stop_reason", "pending_tool_calls", "error"}
+                           "stop_reason", "pending_tool_calls", "approvals", "error"}
     sid = result["session_id"]
     code, out, err = cli(capsys, "run", "--session", sid, "and streamed text")
     assert code == 0 and out == "and streamed text\n"
