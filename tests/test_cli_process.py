@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from asm_kernel.testing.processes import default_signals
+
 SLOW = """
 [store]
 use = "memory"
@@ -62,7 +64,7 @@ def test_a_signal_during_run_prints_the_session_to_continue(
     (tmp_path / "streaming_hook.py").write_text(STREAMING_HOOK)
     args = ["run", "hello", *(["--json"] if json_mode else [])]
     proc = subprocess.Popen([sys.executable, "-m", "asm_kernel.cli", *args], cwd=tmp_path, env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stderr.readline() == "test: streaming\n"  # the run is streaming (with --json, only stored)
     if not json_mode:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from asm_kernel.testing.processes import default_signals
+
 CONFIG = """
 [store]
 use = "duckdb"
@@ -29,7 +31,7 @@ def test_signal_cancels_the_run_and_records_it(tmp_path: Path, sig: signal.Signa
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASM")}
     env["ASM_HOME"] = str(tmp_path / "home")
     proc = subprocess.Popen([sys.executable, "-m", "asm_kernel.cli", "run", "hello"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
     assert proc.stdout is not None
     assert proc.stdout.read(len("first words ")) == "first words "  # the run is streaming
     proc.send_signal(sig)

@@ -29,6 +29,8 @@ class RecordedRequest:
     ``outcome`` is ``"pending"`` while the answer is written, then ``"completed"``, ``"error"``
     (an HTTP error status was sent), ``"client_closed"`` (the client went away first: a
     cancelled stream) or ``"dropped"`` (the fake cut the connection as scripted, or stopped).
+    The outcome is set after the answer's last byte, so wait for ``finished`` (or the fake's
+    ``settled()``) before reading it.
     ``body`` is the parsed JSON body, None when there is none or it is not JSON.
     """
 

@@ -143,6 +143,18 @@ class FakeHTTPServer:
         with self._lock:
             return list(self.requests)
 
+    def settled(self, timeout: float = 5.0) -> list[RecordedRequest]:
+        """Every request so far, once each has its final ``outcome`` (AssertionError after ``timeout``).
+
+        The outcome is set after the answer's last byte is written, so a client can read its
+        answer before the fake has recorded how the exchange ended: call this before reading
+        ``outcome``.
+        """
+        if not self.wait_for(lambda f: all(r.finished.is_set() for r in f.requests), timeout):
+            raise AssertionError(f"{self.name}: requests still being answered after {timeout} s")
+        with self._lock:
+            return list(self.requests)
+
     # -- what subclasses override ---------------------------------------------------------------
 
     def new_request_id(self) -> str:

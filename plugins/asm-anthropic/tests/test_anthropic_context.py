@@ -138,7 +138,7 @@ async def test_prompt_too_long_gets_one_compaction_and_one_retry(fake_anthropic:
         result = await kernel.sessions.run(session.id, "and now?")
         events = await kernel.sessions.events(session.id)
     assert result.status is RunStatus.COMPLETED and result.output == "answer 6"
-    refused, summary_call, retried = [r for r in fake_anthropic.requests if r.route == "/v1/messages"][-3:]
+    refused, summary_call, retried = [r for r in fake_anthropic.settled() if r.route == "/v1/messages"][-3:]
     assert refused.outcome == "error" and len(refused.body["messages"]) == 13
     assert summary_call.body["system"].startswith("You summarize a conversation")
     assert retried.body["messages"][0]["content"][0]["text"].startswith("[Summary of the earlier conversation")

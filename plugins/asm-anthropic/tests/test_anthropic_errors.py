@@ -205,8 +205,7 @@ async def test_total_timeout(fake_anthropic: FakeAnthropic, make_provider) -> No
         async for item in make_provider(total_timeout=0.5, read_timeout=5.0).stream(make_request()):
             seen.append(item)
     assert info.value.output_started is bool([i for i in seen if isinstance(i, TextDelta)])
-    fake_anthropic.last.finished.wait(2)
-    assert fake_anthropic.last.outcome == "client_closed"
+    assert fake_anthropic.last.finished.wait(10) and fake_anthropic.last.outcome == "client_closed"
 
 
 async def test_errors_are_provider_errors_with_codes(fake_anthropic: FakeAnthropic, make_provider) -> None:

@@ -73,8 +73,8 @@ def test_validation_like_the_api(fake_anthropic: FakeAnthropic) -> None:
     assert unscripted[0] == 500 and b"no reply scripted" in unscripted[2]
     fake_anthropic.api_key = "right"
     assert _post(fake_anthropic, body, {**GOOD, "x-api-key": "wrong"})[0] == 401
-    assert len(fake_anthropic.requests) == 7
-    assert all(r.outcome == "error" for r in fake_anthropic.requests)
+    settled = fake_anthropic.settled()
+    assert len(settled) == 7 and all(r.outcome == "error" for r in settled)
 
 
 def test_sse_wire_format(fake_anthropic: FakeAnthropic) -> None:

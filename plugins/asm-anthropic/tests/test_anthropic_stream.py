@@ -173,7 +173,7 @@ async def test_dropped_connection_mid_stream(fake_anthropic: FakeAnthropic, make
     with pytest.raises(ProviderConnectionError, match="mid-stream") as info:
         await collect(make_provider(), make_request())
     assert info.value.output_started is True and info.value.retryable is True
-    assert fake_anthropic.last.outcome == "dropped"
+    assert fake_anthropic.last.finished.wait(5) and fake_anthropic.last.outcome == "dropped"
 
 
 async def test_response_larger_than_the_limit(fake_anthropic: FakeAnthropic, make_provider) -> None:

@@ -101,7 +101,7 @@ async def test_context_length_exceeded_gets_one_tighter_cut_and_one_retry(fake_o
         result = await kernel.sessions.run(session.id, "and now?")
         events = await kernel.sessions.events(session.id)
     assert result.status is RunStatus.COMPLETED
-    refused, retried = fake_openai.requests[-2:]
+    refused, retried = fake_openai.settled()[-2:]
     assert refused.outcome == "error" and retried.outcome == "completed"
     assert len(items(retried.body, api)) < len(items(refused.body, api))
     check_wire(retried.body, api)

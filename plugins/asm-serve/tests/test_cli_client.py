@@ -24,6 +24,7 @@ import pytest
 from asm_kernel import Kernel
 from asm_kernel.cli import CliContext, main
 from asm_kernel.cli.serverfile import ServerFile, server_file_for, write_server_file
+from asm_kernel.testing.processes import default_signals
 from serve_helpers import SLOW_ECHO, TOKEN_OPS, ServerThread
 
 
@@ -151,6 +152,7 @@ def test_events_follow_uses_the_stream(server: ServerThread, tmp_path: Path) -> 
     proc = subprocess.Popen(
         [sys.executable, "-m", "asm_kernel.cli", "events", sid, "--follow", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(ASM_URL=server.url, ASM_HOME=str(tmp_path)),
+        preexec_fn=default_signals,
     )
     try:
         assert proc.stdout is not None
@@ -284,7 +286,8 @@ def test_events_follow_goes_on_from_the_file_when_the_server_stops(tmp_path: Pat
     first = _asm("run", "through the server", "--json", cwd=tmp_path, env=env)
     sid = json.loads(first.stdout)["session_id"]
     follower = subprocess.Popen([sys.executable, "-m", "asm_kernel.cli", "events", sid, "--follow", "--json"],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=default_signals)
     try:
         assert follower.stdout is not None
         lines = [follower.stdout.readline()]
