@@ -36,6 +36,7 @@ from ..events import EventType
 from ..model import Event, Run, RunResult, RunStatus, Session, ToolUseBlock
 from ..options import RunOptions
 from ..secrets import redact
+from ..shielding import finish
 from ..writes import RunWrite, WriteUnit
 from .state import LEASE_LOST, RunState
 from .writer import RunWriter
@@ -170,13 +171,8 @@ def _lost(state: RunState) -> LeaseLostError:
 async def _shielded(state: RunState, status: RunStatus, error: AsmError | None, extra: dict[str, Any]) -> RunResult:
     """Write the terminal unit to the end, even if cancelled again meanwhile."""
     task = asyncio.ensure_future(_terminal(state, status, error, extra))
-    while True:
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                return task.result()
-            continue  # a second cancel during clean-up: the terminal write finishes anyway
+    await finish(task)  # a second cancel during clean-up: the terminal write finishes anyway
+    return task.result()
 
 
 def terminal_unit(

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 from attrs import evolve
 
@@ -39,6 +39,7 @@ from ..events import EventType
 from ..model import RunStatus, SessionStatus
 from ..routing import history_needs, plan_route
 from ..serialization import to_dict
+from ..shielding import through_cancel
 from ..writes import RunWrite, WriteUnit
 from .call import call_provider, model_for
 from .tools import tools_stage
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipeline", "Stage", "Wrapper", "RUN_STAGES", "TURN_STAGES"]
 
-T = TypeVar("T")
 Stage = Callable[["RunState"], Awaitable[None]]
 Proceed = Callable[[], Awaitable[None]]
 Wrapper = Callable[["RunState", Proceed], Awaitable[None]]
@@ -163,28 +163,6 @@ class Pipeline:
             if state.done:
                 return
         state.stop_reason = "max_turns"  # the model never answered the last tool results
-
-
-async def through_cancel(awaitable: Awaitable[T]) -> tuple[T, asyncio.CancelledError | None]:
-    """Await ``awaitable`` to the end even if cancelled meanwhile; return it and the cancel, if any.
-
-    For a write whose outcome the caller must know: cancelling the wait for a commit does not
-    cancel the commit (an async store may have stored it), so the run must learn whether it
-    started before the cancel unwinds it.
-    """
-    task = asyncio.ensure_future(awaitable)
-    cancel: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError as exc:
-            if not task.done():
-                cancel = exc
-        except BaseException:  # the task's own failure: read below
-            break
-    if cancel is not None and (task.cancelled() or task.exception() is not None):
-        raise cancel  # it did not happen; the cancel is what the caller asked for
-    return task.result(), cancel
 
 
 def _bind(wrapper: Wrapper, state: RunState, proceed: Proceed) -> Proceed:
