@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
 from asm_kernel import Event
+from asm_kernel.views import PerKernel
+from asm_kernel.views import ViewCache as ViewCacheOf
 
 __all__ = [
     "SESSION_CREATED",
@@ -154,69 +155,37 @@ class ScopeView:
                             self.sources.popitem(last=False)
 
 
-class Views:
-    """One kernel's session and scope views (scopes are small and always kept)."""
+class Views(ViewCacheOf[SessionView]):
+    """One kernel's session views, least recently used dropped past ``max_bytes``, and its
+    scope views (small, and always kept)."""
 
     def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._sessions: OrderedDict[str, SessionView] = OrderedDict()
-        self._writes = 0
+        super().__init__(SessionView, max_bytes)
         self._scopes: dict[str, ScopeView] = {}
-        self._lock = threading.Lock()
+        self._scopes_lock = threading.Lock()
 
     def session(self, key: str) -> SessionView:
-        with self._lock:
-            view = self._sessions.get(key)
-            if view is None:
-                view = self._sessions[key] = SessionView()
-            else:
-                self._sessions.move_to_end(key)
-            return view
-
-    def trim(self) -> None:
-        """Drop least recently used session views past ``max_bytes`` (the newest is kept)."""
-        with self._lock:
-            self._writes += 1
-            if len(self._sessions) > 256 and self._writes % 64:
-                return  # summing is O(views): with many, every 64th write is enough
-            total = sum(v.size for v in self._sessions.values())
-            while total > self.max_bytes and len(self._sessions) > 1:
-                _, dropped = self._sessions.popitem(last=False)
-                total -= dropped.size
-
-    @property
-    def stats(self) -> tuple[int, int]:
-        """(session views, bytes) held now."""
-        with self._lock:
-            return len(self._sessions), sum(v.size for v in self._sessions.values())
+        return self.get(key)
 
     def scope(self, key: str) -> ScopeView:
-        with self._lock:
+        with self._scopes_lock:
             view = self._scopes.get(key)
             if view is None:
                 view = self._scopes[key] = ScopeView()
             return view
 
     def clear(self) -> None:
-        with self._lock:
-            self._sessions.clear()
+        super().clear()
+        with self._scopes_lock:
             self._scopes.clear()
 
 
-_VIEWS: weakref.WeakKeyDictionary[Any, Views] = weakref.WeakKeyDictionary()
-_VIEWS_LOCK = threading.Lock()
+_VIEWS: PerKernel[Views] = PerKernel(Views)
 
 
 def views_for(kernel: Any) -> Views:
-    with _VIEWS_LOCK:
-        views = _VIEWS.get(kernel)
-        if views is None:
-            views = _VIEWS[kernel] = Views()
-        return views
+    return _VIEWS.get(kernel)
 
 
 def forget(kernel: Any) -> None:
-    with _VIEWS_LOCK:
-        views = _VIEWS.pop(kernel, None)
-    if views is not None:
-        views.clear()
+    _VIEWS.forget(kernel)

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import base64
 import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 from asm_kernel import Event
+from asm_kernel.views import PerKernel
+from asm_kernel.views import ViewCache as ViewCacheOf
 
 __all__ = [
     "CHECKPOINT_PUT",
@@ -137,61 +137,16 @@ class ThreadView:
             self.size += len(value[1]) + _OVERHEAD
 
 
-class ViewCache:
-    """The thread views of one kernel, least recently used dropped past ``max_bytes``."""
+ViewCache = ViewCacheOf[ThreadView]
 
-    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._views: OrderedDict[str, ThreadView] = OrderedDict()
-        self._writes = 0
-        self._lock = threading.Lock()
-
-    def get(self, session_id: str) -> ThreadView:
-        with self._lock:
-            view = self._views.get(session_id)
-            if view is None:
-                view = self._views[session_id] = ThreadView()
-            else:
-                self._views.move_to_end(session_id)
-            return view
-
-    def trim(self) -> None:
-        with self._lock:
-            # Summing every view's size costs O(views): with many cached, do it every 64th write
-            # (the bound is approximate by a few writes' worth, never unbounded).
-            self._writes += 1
-            if len(self._views) > 256 and self._writes % 64:
-                return
-            total = sum(v.size for v in self._views.values())
-            while total > self.max_bytes and len(self._views) > 1:
-                _, dropped = self._views.popitem(last=False)
-                total -= dropped.size
-
-    def clear(self) -> None:
-        with self._lock:
-            self._views.clear()
-
-    @property
-    def stats(self) -> tuple[int, int]:
-        with self._lock:
-            return len(self._views), sum(v.size for v in self._views.values())
-
-
-_CACHES: weakref.WeakKeyDictionary[Any, ViewCache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
+_CACHES: PerKernel[ViewCache] = PerKernel(lambda: ViewCacheOf(ThreadView, CACHE_BYTES))
 
 
 def views_for(kernel: Any) -> ViewCache:
     """The views of ``kernel``'s threads, shared by every saver built on it."""
-    with _CACHES_LOCK:
-        cache = _CACHES.get(kernel)
-        if cache is None:
-            cache = _CACHES[kernel] = ViewCache()
-        return cache
+    return _CACHES.get(kernel)
 
 
 def forget(kernel: Any) -> None:
-    with _CACHES_LOCK:
-        cache = _CACHES.pop(kernel, None)
-    if cache is not None:
-        cache.clear()
+    """Drop a kernel's views (it is stopping; a reopened store is read afresh)."""
+    _CACHES.forget(kernel)

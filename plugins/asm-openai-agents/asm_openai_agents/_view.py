@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 from asm_kernel import Event
+from asm_kernel.views import PerKernel
+from asm_kernel.views import ViewCache as ViewCacheOf
 
 __all__ = [
     "ITEM_ADDED",
@@ -120,65 +121,16 @@ class SessionView:
         return [json.loads(text) for _, text in chosen]
 
 
-class ViewCache:
-    """The views of one kernel's sessions, least recently used dropped past ``max_bytes``."""
+ViewCache = ViewCacheOf[SessionView]
 
-    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
-        self.max_bytes = max_bytes
-        self._views: OrderedDict[str, SessionView] = OrderedDict()
-        self._writes = 0
-        self._lock = threading.Lock()
-
-    def get(self, session_id: str) -> SessionView:
-        with self._lock:
-            view = self._views.get(session_id)
-            if view is None:
-                view = self._views[session_id] = SessionView()
-            else:
-                self._views.move_to_end(session_id)
-            return view
-
-    def trim(self) -> None:
-        """Drop least recently used views until the cache fits (the newest is always kept)."""
-        with self._lock:
-            # Summing every view's size costs O(views): with many cached, do it every 64th write
-            # (the bound is approximate by a few writes' worth, never unbounded).
-            self._writes += 1
-            if len(self._views) > 256 and self._writes % 64:
-                return
-            total = sum(v.size for v in self._views.values())
-            while total > self.max_bytes and len(self._views) > 1:
-                _, dropped = self._views.popitem(last=False)
-                total -= dropped.size
-
-    def clear(self) -> None:
-        with self._lock:
-            self._views.clear()
-
-    @property
-    def stats(self) -> tuple[int, int]:
-        """(sessions, bytes) held now."""
-        with self._lock:
-            return len(self._views), sum(v.size for v in self._views.values())
-
-
-# One cache per kernel, shared by every AsmSession made on it: applications typically build a
-# new session object per request, and each must not re-read its log.
-_CACHES: weakref.WeakKeyDictionary[Any, ViewCache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
+_CACHES: PerKernel[ViewCache] = PerKernel(lambda: ViewCacheOf(SessionView, CACHE_BYTES))
 
 
 def views_for(kernel: Any) -> ViewCache:
-    with _CACHES_LOCK:
-        cache = _CACHES.get(kernel)
-        if cache is None:
-            cache = _CACHES[kernel] = ViewCache()
-        return cache
+    """The views of ``kernel``'s sessions, shared by every AsmSession made on it."""
+    return _CACHES.get(kernel)
 
 
 def forget(kernel: Any) -> None:
     """Drop a kernel's views (it is stopping; a reopened store is read afresh)."""
-    with _CACHES_LOCK:
-        cache = _CACHES.pop(kernel, None)
-    if cache is not None:
-        cache.clear()
+    _CACHES.forget(kernel)
