@@ -6,7 +6,9 @@
 * :func:`assert_record_and_log_agree`: the store contract's invariants for one session;
 * :func:`run_async`: run a coroutine from a synchronous test;
 * :mod:`asm_kernel.testing.fake_http`: the base of wire-faithful fake provider servers
-  (:class:`FakeHTTPServer` and the responses it scripts).
+  (:class:`FakeHTTPServer` and the responses it scripts);
+* :mod:`asm_kernel.testing.backends`: the stores a suite can run its cases on here, fresh
+  ``[store]`` tables on them, and a child process to kill -9 after its N-th acknowledged write.
 
 pytest is needed only for the conformance suites; they are imported on first use, so the fake
 servers and the fault injector work without it.
