@@ -1,6 +1,6 @@
-"""Fixtures: kernels on each store this environment can offer (see store_configs.py), and the
-``session_service`` of the ported ADK contract tests: ADK's own InMemorySessionService (the
-reference the ported tests are checked against) and AsmSessionService on each store.
+"""Fixtures: kernels on each store this environment can offer (``asm_kernel.testing.backends``),
+and the ``session_service`` of the ported ADK contract tests: ADK's own InMemorySessionService
+(the reference the ported tests are checked against) and AsmSessionService on each store.
 
 ``fresh_store`` makes a new, empty ``[store]`` table each time it is called (a new DuckDB file, a
 new Postgres schema), since the conformance suite wants a fresh checkpointer per capability.
@@ -8,18 +8,13 @@ new Postgres schema), since the conformance suite wants a fresh checkpointer per
 
 from __future__ import annotations
 
-import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from asm_kernel import Kernel
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from store_configs import DSN, STORES, drop_schema, problem
+from asm_kernel.testing.backends import STORES, FreshStores, store_problem
 
 
 @pytest.fixture(autouse=True)
@@ -30,28 +25,17 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(params=STORES)
-def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], dict[str, Any]]]:
-    name: str = request.param
-    reason = problem(name)
+def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FreshStores]:
+    reason = store_problem(request.param)
     if reason is not None:
         pytest.skip(reason)
-    schemas: list[str] = []
-
-    def make() -> dict[str, Any]:
-        if name == "memory":
-            return {"use": "memory"}
-        if name == "duckdb":
-            return {"use": "duckdb", "path": str(tmp_path / f"{uuid.uuid4().hex[:8]}.duckdb")}
-        schemas.append(f"t_{uuid.uuid4().hex[:12]}")
-        return {"use": "postgres", "dsn": DSN, "schema": schemas[-1]}
-
-    yield make
-    for schema in schemas:
-        drop_schema(schema)
+    stores = FreshStores(request.param, tmp_path)
+    yield stores
+    stores.drop()
 
 
 @pytest.fixture
-def store_config(fresh_store: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def store_config(fresh_store: FreshStores) -> dict[str, Any]:
     """One store; the same table reopens the same data."""
     return fresh_store()
 
@@ -78,20 +62,15 @@ async def session_service(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
             pytest.skip("ADK's in-memory service does not detect stale sessions (its database service does)")
         yield InMemorySessionService()
         return
-    reason = problem(request.param)
+    reason = store_problem(request.param)
     if reason is not None:
         pytest.skip(reason)
-    config: dict[str, Any] = {"use": "memory"}
-    if request.param == "duckdb":
-        config = {"use": "duckdb", "path": str(tmp_path / "adk.duckdb")}
-    elif request.param == "postgres":
-        config = {"use": "postgres", "dsn": DSN, "schema": f"t_{uuid.uuid4().hex[:12]}"}
+    stores = FreshStores(request.param, tmp_path, prefix="adk")
     try:
-        async with Kernel({"store": config}) as kernel:
+        async with Kernel({"store": stores()}) as kernel:
             yield AsmSessionService(kernel)
     finally:
-        if request.param == "postgres":
-            drop_schema(config["schema"])
+        stores.drop()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 from asm_kernel import Kernel
-from store_configs import DSN, drop_schema, durable_problem
+from asm_kernel.testing.backends import FreshStores, durable_store, kill_after_acks
 
 from asm_adk import AsmSessionService
 
@@ -21,40 +18,24 @@ ACKS_BEFORE_KILL = 40
 
 
 async def test_acknowledged_events_survive_kill_9(tmp_path: Path) -> None:
-    name, reason = durable_problem()
+    name, reason = durable_store()
     if name is None:
         pytest.skip(reason)
-    store: dict[str, str] = (
-        {"use": "duckdb", "path": str(tmp_path / "kill.duckdb")}
-        if name == "duckdb"
-        else {"use": "postgres", "dsn": DSN, "schema": f"k_{uuid.uuid4().hex[:12]}"}
-    )
-    child = subprocess.Popen(
-        [sys.executable, str(HERE / "kill_child.py"), json.dumps(store)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(HERE.parent)},
-    )
-    acked = -1
+    stores = FreshStores(name, tmp_path, prefix="kill")
+    store = stores()
     try:
-        assert child.stdout is not None
-        for line in child.stdout:
-            acked = int(line.split()[1])
-            if acked + 1 >= ACKS_BEFORE_KILL:
-                break
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
-    assert acked + 1 >= ACKS_BEFORE_KILL, "the child stopped before it was killed"
-    try:
+        acked = kill_after_acks(
+            [sys.executable, str(HERE / "kill_child.py"), json.dumps(store)],
+            ACKS_BEFORE_KILL,
+            env={**os.environ, "PYTHONPATH": str(HERE.parent)},
+        )
+        assert acked + 1 >= ACKS_BEFORE_KILL, "the child stopped before it was killed"
         async with Kernel({"store": store}) as kernel:
             service = AsmSessionService(kernel)
             session = await service.get_session(app_name="app", user_id="u", session_id="victim")
             user_state = await service.get_user_state(app_name="app", user_id="u")
     finally:
-        if name == "postgres":
-            drop_schema(store["schema"])
+        stores.drop()
     assert session is not None
     stored = [int(e.invocation_id) for e in session.events]
     assert stored == list(range(len(stored))), "events were lost or reordered"

@@ -1,4 +1,4 @@
-"""Fixtures: kernels on each store this environment can offer (see store_configs.py).
+"""Fixtures: kernels on each store this environment can offer (``asm_kernel.testing.backends``).
 
 ``fresh_store`` makes a new, empty ``[store]`` table each time it is called (a new DuckDB file, a
 new Postgres schema), since the conformance suite wants a fresh checkpointer per capability.
@@ -7,17 +7,16 @@ new Postgres schema), since the conformance suite wants a fresh checkpointer per
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from asm_kernel import Kernel
+from asm_kernel.testing.backends import STORES, FreshStores, store_problem
 
+# test_kill.py imports the counting graph from its child script, kill_child.py, beside it.
 sys.path.insert(0, str(Path(__file__).parent))
-
-from store_configs import DSN, STORES, drop_schema, problem
 
 
 @pytest.fixture(autouse=True)
@@ -28,28 +27,17 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 @pytest.fixture(params=STORES)
-def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], dict[str, Any]]]:
-    name: str = request.param
-    reason = problem(name)
+def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FreshStores]:
+    reason = store_problem(request.param)
     if reason is not None:
         pytest.skip(reason)
-    schemas: list[str] = []
-
-    def make() -> dict[str, Any]:
-        if name == "memory":
-            return {"use": "memory"}
-        if name == "duckdb":
-            return {"use": "duckdb", "path": str(tmp_path / f"{uuid.uuid4().hex[:8]}.duckdb")}
-        schemas.append(f"t_{uuid.uuid4().hex[:12]}")
-        return {"use": "postgres", "dsn": DSN, "schema": schemas[-1]}
-
-    yield make
-    for schema in schemas:
-        drop_schema(schema)
+    stores = FreshStores(request.param, tmp_path)
+    yield stores
+    stores.drop()
 
 
 @pytest.fixture
-def store_config(fresh_store: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def store_config(fresh_store: FreshStores) -> dict[str, Any]:
     """One store; the same table reopens the same data."""
     return fresh_store()
 

@@ -1,16 +1,13 @@
 """Fixtures: a started kernel on each store this environment can offer.
 
-``memory`` always runs. ``duckdb`` (a real file) runs when ``asm-duckdb`` is installed and
-implements store contract v2; ``postgres`` (``ASM_PG_DSN``, default
-``postgresql://postgres@127.0.0.1:5432/test``, a fresh schema per test) when ``asm-postgres`` is
-installed and the server answers. Otherwise those cases skip and say why.
+``memory`` always runs. ``duckdb`` (a real file) runs when ``asm-duckdb`` is installed;
+``postgres`` (``ASM_PG_DSN``, default ``postgresql://postgres@127.0.0.1:5432/test``, a fresh
+schema per test) when ``asm-postgres`` is installed and the server answers. Otherwise those
+cases skip and say why (``asm_kernel.testing.backends``).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +15,9 @@ from typing import Any
 import pytest
 from agents import set_tracing_disabled
 from asm_kernel import Kernel
+from asm_kernel.testing.backends import STORES, FreshStores, store_problem
 
-sys.path.insert(0, str(Path(__file__).parent))
 set_tracing_disabled(True)  # no trace export without an API key
-
-from store_configs import STORES, drop_schema, problem  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -35,19 +30,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture(params=STORES)
 def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """The ``[store]`` table of one store; the same table reopens the same data."""
-    name: str = request.param
-    reason = problem(name)
+    reason = store_problem(request.param)
     if reason is not None:
         pytest.skip(reason)
-    if name == "memory":
-        yield {"use": "memory"}
-    elif name == "duckdb":
-        yield {"use": "duckdb", "path": str(tmp_path / "asm.duckdb")}
-    else:
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        yield {"use": "postgres", "dsn": os.environ.get("ASM_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
-               "schema": schema}
-        drop_schema(schema)
+    stores = FreshStores(request.param, tmp_path)
+    yield stores()
+    stores.drop()
 
 
 @pytest.fixture
