@@ -12,26 +12,26 @@ on asm, in one run, and prints one table:
 Reads are timed three times and the fastest round is printed; writes once (they change what
 the next round would read).
 
-asm runs on the stores this environment offers: ``memory`` always; ``duckdb`` when asm-duckdb
-implements store contract v2; ``postgres`` when asm-postgres is installed and ``ASM_PG_DSN``
-answers (a fresh schema per run, dropped after).
+asm runs on the stores this environment offers (``asm_kernel.testing.backends``): ``memory``
+always; ``duckdb`` when asm-duckdb is installed; ``postgres`` when asm-postgres is installed and
+``ASM_PG_DSN`` answers (a fresh schema per run, dropped after).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
-import os
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-DSN = os.environ.get("ASM_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+# store_problem is re-exported: the adapter benchmarks skip a store with its reason.
+from asm_kernel.testing.backends import FreshStores, store_problem
+
+__all__ = ["Table", "arguments", "asm_store", "run", "store_problem", "workdir"]
 
 
 def arguments(description: str) -> argparse.Namespace:
@@ -45,45 +45,14 @@ def arguments(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
-def store_problem(name: str) -> str | None:
-    if name == "memory":
-        return None
-    if name == "duckdb":
-        if importlib.util.find_spec("asm_duckdb") is None:
-            return "asm-duckdb not installed"
-        from asm_duckdb.store import DuckDBStore
-
-        return None if hasattr(DuckDBStore, "commit") else "asm-duckdb is not store contract v2 yet"
-    if name == "postgres":
-        if importlib.util.find_spec("asm_postgres") is None:
-            return "asm-postgres not installed"
-        try:
-            import psycopg
-
-            with psycopg.connect(DSN, connect_timeout=3) as conn:
-                conn.execute("SELECT 1")
-        except Exception as exc:
-            return f"postgres unreachable ({type(exc).__name__})"
-        return None
-    return "unknown store"
-
-
 @asynccontextmanager
 async def asm_store(name: str, workdir: Path) -> AsyncIterator[dict[str, Any]]:
     """A fresh ``[store]`` table; reopening it opens the same data."""
-    if name == "memory":
-        yield {"use": "memory"}
-    elif name == "duckdb":
-        yield {"use": "duckdb", "path": str(workdir / f"asm-{uuid.uuid4().hex[:6]}.duckdb")}
-    else:
-        schema = f"bench_{uuid.uuid4().hex[:10]}"
-        try:
-            yield {"use": "postgres", "dsn": DSN, "schema": schema}
-        finally:
-            import psycopg
-
-            with psycopg.connect(DSN, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    stores = FreshStores(name, workdir, prefix="bench")
+    try:
+        yield stores()
+    finally:
+        stores.drop()
 
 
 def workdir() -> Path:
@@ -130,7 +99,6 @@ class Table:
                 f"{workload:<16} {variant:<28} {ops:>6} {wall:>8.3f} {ops / wall:>9.0f} {1000 * wall / ops:>8.3f}"
                 f" {failed:>6} {'-' if lost is None else lost:>5}"
             )
-
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:
