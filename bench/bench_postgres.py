@@ -75,10 +75,18 @@ class _Context:
 def record(scenario: str, what: str, ops: int, events: int, wall: float, lat: list[float] | None = None) -> None:
     mean = (statistics.fmean(lat) if lat else wall / max(ops, 1)) * 1000
     p99 = statistics.quantiles(lat, n=100)[98] * 1000 if lat and len(lat) >= 100 else None
-    rows_out.append({
-        "scenario": scenario, "what": what, "ops": ops, "events": events, "wall_s": wall,
-        "events_s": events / wall if wall else float("inf"), "ms_op": mean, "p99": p99,
-    })
+    rows_out.append(
+        {
+            "scenario": scenario,
+            "what": what,
+            "ops": ops,
+            "events": events,
+            "wall_s": wall,
+            "events_s": events / wall if wall else float("inf"),
+            "ms_op": mean,
+            "p99": p99,
+        }
+    )
     print(f"  .. {scenario:<22} {what:<17} {wall:7.2f} s", file=sys.stderr, flush=True)
 
 
@@ -189,8 +197,9 @@ def asm_w4_processes(variant: str, procs: int, per: int) -> None:
     asyncio.run(build(PostgresSettings(dsn=DSN, schema=schema), _Context()).upgrade())
     spec = json.dumps({"schema": schema, "variant": variant, "sessions": 10, "per": per})
     children = [
-        subprocess.Popen([sys.executable, __file__, "--child", spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(
+            [sys.executable, __file__, "--child", spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         for _ in range(procs)
     ]
     for c in children:
@@ -214,8 +223,10 @@ def asm_w4_processes(variant: str, procs: int, per: int) -> None:
 
 def raw_rows(sid: str, n: int) -> list[tuple[Any, ...]]:
     now = datetime.now(UTC)
-    return [(sid, i + 1, now, 1, uuid.uuid4().hex, None, "message_streamed",
-             json.dumps({"text": f"tok{i} ", "index": 0})) for i in range(n)]
+    return [
+        (sid, i + 1, now, 1, uuid.uuid4().hex, None, "message_streamed", json.dumps({"text": f"tok{i} ", "index": 0}))
+        for i in range(n)
+    ]
 
 
 async def raw_table(tag: str) -> str:
@@ -284,7 +295,9 @@ async def raw_reads(schema: str, sid: str, n: int) -> None:
             t = time.perf_counter()
             cur = await conn.execute(
                 f'SELECT * FROM (SELECT {cols} FROM "{schema}".events WHERE session_id = %s ORDER BY seq DESC '
-                "LIMIT 50) AS t ORDER BY seq", [sid])
+                "LIMIT 50) AS t ORDER BY seq",
+                [sid],
+            )
             await cur.fetchall()
             lat.append(time.perf_counter() - t)
         record("R reads", "raw last 50", len(lat), 50 * len(lat), sum(lat), lat)
@@ -296,8 +309,11 @@ async def raw_reads(schema: str, sid: str, n: int) -> None:
 async def e2e_in_process(store_cfg: dict[str, Any], label: str, runs: int) -> None:
     from asm_kernel import Kernel
 
-    config = {"plugins": {"autoload": store_cfg["use"] == "postgres"}, "store": store_cfg,
-              "providers": [{"name": "sim", "use": "echo", "delay": 0.02, "chunk_size": 1000}]}
+    config = {
+        "plugins": {"autoload": store_cfg["use"] == "postgres"},
+        "store": store_cfg,
+        "providers": [{"name": "sim", "use": "echo", "delay": 0.02, "chunk_size": 1000}],
+    }
     async with Kernel.open(config) as kernel:
         sids = [(await kernel.sessions.create()).id for _ in range(20)]
         lat: list[float] = []
@@ -357,7 +373,11 @@ def worker_scaling(runs: int, counts: tuple[int, ...] = (1, 2, 4)) -> str:
             workers = [
                 subprocess.Popen(
                     [sys.executable, "-m", "asm_kernel.cli", "worker", "--concurrency", "16", "--poll", "0.05"],
-                    cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                    cwd=home,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
                 )
                 for _ in range(count)
             ]
@@ -418,8 +438,9 @@ def main() -> None:
         asyncio.run(asm_reads(schema, sid, n))
         asyncio.run(raw_reads(raw_schema, raw_sid, n))
         asyncio.run(e2e_in_process({"use": "memory"}, "asm memory", args.runs))
-        asyncio.run(e2e_in_process({"use": "postgres", "dsn": DSN, "schema": new_schema("e2e")}, "asm postgres",
-                                   args.runs))
+        asyncio.run(
+            e2e_in_process({"use": "postgres", "dsn": DSN, "schema": new_schema("e2e")}, "asm postgres", args.runs)
+        )
         scaling = worker_scaling(args.runs)
     finally:
         asyncio.run(drop_schemas())
@@ -427,10 +448,14 @@ def main() -> None:
     with psycopg.connect(DSN) as conn:
         server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         sync = conn.execute("SHOW synchronous_commit").fetchone()[0]  # type: ignore[index]
-    print(f"asm Postgres store vs raw psycopg - PostgreSQL {server} (synchronous_commit={sync}), psycopg "
-          f"{psycopg.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} cpus, local TCP")
-    header = f"{'scenario':<22} {'what':<17} {'ops':>6} {'events':>6} {'wall s':>7} {'events/s':>9} " \
-             f"{'ms/op':>7} {'p99 ms':>7}"
+    print(
+        f"asm Postgres store vs raw psycopg - PostgreSQL {server} (synchronous_commit={sync}), psycopg "
+        f"{psycopg.__version__}, python {sys.version.split()[0]}, {os.cpu_count()} cpus, local TCP"
+    )
+    header = (
+        f"{'scenario':<22} {'what':<17} {'ops':>6} {'events':>6} {'wall s':>7} {'events/s':>9} "
+        f"{'ms/op':>7} {'p99 ms':>7}"
+    )
     print(header)
     print("-" * len(header))
     last = None
@@ -440,8 +465,10 @@ def main() -> None:
         last = r["scenario"]
         p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
         rate = f"{r['events_s']:.0f}" if r["events"] else f"{r['ops'] / r['wall_s']:.0f}/s"
-        print(f"{r['scenario']:<22} {r['what']:<17} {r['ops']:>6} {r['events']:>6} {r['wall_s']:>7.3f} "
-              f"{rate:>9} {r['ms_op']:>7.3f} {p99:>7}")
+        print(
+            f"{r['scenario']:<22} {r['what']:<17} {r['ops']:>6} {r['events']:>6} {r['wall_s']:>7.3f} "
+            f"{rate:>9} {r['ms_op']:>7.3f} {p99:>7}"
+        )
     print("-" * len(header))
     print("ms/op: mean latency of one awaited append (asm), one INSERT+commit (raw), the whole COPY, one read,")
     print(f"one run (E: runs/s in the events/s column). Total {total:.0f} s")
