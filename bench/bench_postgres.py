@@ -51,9 +51,10 @@ from asm_postgres import PostgresSettings, build
 from asm_postgres.store import PostgresStore
 
 from asm_kernel.model import Event, Session
+from asm_kernel.testing.backends import postgres_dsn
 from asm_kernel.writes import WriteUnit
 
-DSN = os.environ.get("ASM_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DSN = postgres_dsn()
 RAW_DDL = """CREATE TABLE {s}.events (session_id text COLLATE "C" NOT NULL, seq bigint NOT NULL,
     ts timestamptz NOT NULL, schema_version integer NOT NULL, id text COLLATE "C" NOT NULL,
     run_id text COLLATE "C", type text COLLATE "C" NOT NULL, payload json NOT NULL,

@@ -24,20 +24,18 @@ pytest.importorskip("asm_duckdb")
 
 from asm_kernel import Kernel, RunStatus
 from asm_kernel.testing import assert_record_and_log_agree
+from asm_kernel.testing.backends import drop_schema, postgres_dsn
 
-DSN = os.environ.get("ASM_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DSN = postgres_dsn()
 
 
 @pytest.fixture
 def schema() -> Iterator[str]:
-    import psycopg
-
     name = f"asm_it_{uuid.uuid4().hex[:10]}"
     try:
         yield name
     finally:
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        drop_schema(name)
 
 
 def write_config(tmp_path: Path, schema: str, **runtime: Any) -> Path:
