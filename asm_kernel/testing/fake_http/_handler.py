@@ -41,6 +41,10 @@ class Server(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Each event of a stream is its own small write, as a provider's server sends them: with
+    # Nagle's algorithm on, every write after the first waited for the client's delayed ACK
+    # (about 40 ms a stream here) - no real provider's server does that.
+    disable_nagle_algorithm = True
     server: Server
     _answered = False
 
