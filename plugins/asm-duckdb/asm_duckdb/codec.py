@@ -18,6 +18,8 @@ from asm_kernel.model import Event, Run, RunStatus, Session, SessionStatus
 from asm_kernel.serialization import dumps, from_dict, loads, to_dict
 from asm_kernel.storage import event_from_row
 
+from .layout import LOG, session_key
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -114,11 +116,11 @@ def db_row(row: Sequence[Any]) -> Row:
     return (ident, session_id, seq, run_id, type_, payload, _dt(us), version)
 
 
-_EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _INSERT_EVENTS_UNNEST = (
-    "INSERT INTO events SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::BIGINT[]), "
+    f"INSERT INTO {LOG} SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), unnest($3::BIGINT[]), "
     "unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), unnest($6::VARCHAR[]), "
-    "unnest($7::TIMESTAMPTZ[]), unnest($8::INTEGER[])"
+    "unnest($7::TIMESTAMPTZ[]), unnest($8::INTEGER[]), unnest($9::BIGINT[]), unnest($10::BIGINT[])"
 )
 #: Up to this many rows go in as one plain VALUES insert: measured on duckdb 2.0, VALUES costs
 #: less to bind for one or two rows, typed unnest lists much less from five rows on (a 25-row
@@ -126,13 +128,15 @@ _INSERT_EVENTS_UNNEST = (
 _FEW_ROWS = 2
 
 
-def insert_events(conn: duckdb.DuckDBPyConnection, rows: Sequence[Row]) -> None:
-    """Insert event rows in one statement."""
+def insert_events(conn: duckdb.DuckDBPyConnection, rows: Sequence[Row], first_n: int) -> None:
+    """Insert event rows into the log in one statement, numbered ``first_n``, ``first_n + 1``, ..."""
     if len(rows) <= _FEW_ROWS:
-        sql = "INSERT INTO events VALUES " + ", ".join([_EVENT_VALUES] * len(rows))
-        conn.execute(sql, [v for row in rows for v in row])
+        sql = f"INSERT INTO {LOG} VALUES " + ", ".join([_EVENT_VALUES] * len(rows))
+        conn.execute(sql, [v for i, row in enumerate(rows) for v in (*row, session_key(row[1]), first_n + i)])
     else:
-        conn.execute(_INSERT_EVENTS_UNNEST, [list(col) for col in zip(*rows, strict=True)])
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        keys = [session_key(s) for s in columns[1]]
+        conn.execute(_INSERT_EVENTS_UNNEST, [*columns, keys, list(range(first_n, first_n + len(rows)))])
 
 
 # -- sessions and runs ----------------------------------------------------------------------

@@ -43,6 +43,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .layout import LOG
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -120,7 +122,8 @@ def write_atomically(path: Path, marks: Mapping[str, int]) -> int:
 
 
 def stored_marks(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    rows = conn.execute("SELECT session_id, max(seq) FROM events GROUP BY session_id").fetchall()
+    # The log keeps a row for every event, merged or not: one table, no union.
+    rows = conn.execute(f"SELECT session_id, max(seq) FROM {LOG} GROUP BY session_id").fetchall()
     return {sid: int(seq) for sid, seq in rows}
 
 
@@ -135,7 +138,7 @@ def check(
     path = marks_path(db)
     got = _read(path)
     marks, used, clean = got if got is not None else (None, 0, True)
-    counted = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])  # type: ignore[index]
+    counted = int(conn.execute(f"SELECT count(*) FROM {LOG}").fetchone()[0])  # type: ignore[index]
     lost: dict[str, int] = {}
     if marks is not None and sum(marks.values()) == counted:
         now = marks

@@ -34,6 +34,7 @@ from .codec import (
     session_from_row,
     session_params,
 )
+from .layout import select_events, session_key
 
 if TYPE_CHECKING:
     import duckdb
@@ -76,16 +77,29 @@ class Overlay:
         self.run_index.setdefault(run.session_id, {})[run.id] = (run.status, run.idempotency_key)
 
 
+def top_seq(session_id: str, mark: int) -> tuple[str, list[object]]:
+    """A scalar query for the highest stored seq of a session (0 for none), and its parameters."""
+    key = session_key(session_id)
+    sql, params = select_events("max(seq) AS top", "skey = ? AND session_id = ?", [key, session_id], mark)
+    return f"SELECT coalesce(max(top), 0) FROM ({sql})", params
+
+
 class Planner:
     """Plans requests for the writer (called with the store lock held, on the writer thread)."""
 
     def __init__(
-        self, conn: duckdb.DuckDBPyConnection, records: Records, tail: Tail, clock: Callable[[], datetime]
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        records: Records,
+        tail: Tail,
+        clock: Callable[[], datetime],
+        merge_mark: Callable[[], int] = lambda: 0,
     ) -> None:
         self.conn = conn
         self.records = records
         self.tail = tail
         self.clock = clock
+        self.merge_mark = merge_mark
 
     # -- reading what the cache lacks -------------------------------------------------------
 
@@ -93,10 +107,9 @@ class Planner:
         state = self.records.session(session_id)
         if state is not None:
             return state
+        top, params = top_seq(session_id, self.merge_mark())
         row = self.conn.execute(
-            f"SELECT {SESSION_SELECT}, (SELECT coalesce(max(seq), 0) FROM events WHERE session_id = $1) "
-            "FROM sessions WHERE id = $1",
-            [session_id],
+            f"SELECT {SESSION_SELECT}, ({top}) FROM sessions WHERE id = ?", [*params, session_id]
         ).fetchone()
         if row is None:
             return None

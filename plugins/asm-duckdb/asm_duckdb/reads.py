@@ -16,7 +16,8 @@ from asm_kernel.storage import Notifier, check_read_args, wait_for_events
 
 from .caches import Records, Tail
 from .codec import EVENT_SELECT, Row, db_row, event_from_tail
-from .planner import missing_session
+from .layout import select_events, session_key
+from .planner import missing_session, top_seq
 
 if TYPE_CHECKING:
     import duckdb
@@ -34,6 +35,7 @@ class LogReads:
     _notifier: Notifier
     _check_open: Callable[[], None]
     _read: Callable[..., Awaitable[Any]]
+    _merge_mark: Callable[[], int]
     flush: Callable[[], Awaitable[None]]
 
     def _seqs(self, session_id: str) -> tuple[int, int] | None:
@@ -68,23 +70,28 @@ class LogReads:
                 await self._settle(session_id, picked[-1][2])
             return [event_from_tail(r) for r in picked]
         await self._settle(session_id, before - 1 if before is not None else 2**62)
-        sql = f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? AND seq > ?"
-        params: list[Any] = [session_id, after]
+        # The key prunes the row groups; session_id is compared here, not in SQL (a string
+        # filter on every scanned row costs more than the rare row of a key-sharing session).
+        where = "skey = ? AND seq > ?"
+        params: list[Any] = [session_key(session_id), after]
+        if limit is not None:  # a page: DuckDB must pick it, so it must know the session
+            where += " AND session_id = ?"
+            params.append(session_id)
         if before is not None:
-            sql += " AND seq < ?"
+            where += " AND seq < ?"
             params.append(before)
         if types:
             wanted = list(dict.fromkeys(types))
-            sql += f" AND type IN ({', '.join('?' * len(wanted))})"
+            where += f" AND type IN ({', '.join('?' * len(wanted))})"
             params.extend(wanted)
         if run_id is not None:
-            sql += " AND run_id = ?"
+            where += " AND run_id = ?"
             params.append(run_id)
-        sql += " ORDER BY seq"
+        sql, params = select_events(EVENT_SELECT, where, params, self._merge_mark())
         if limit is not None:
-            sql += " LIMIT ?"
+            sql += " ORDER BY seq LIMIT ?"
             params.append(limit)
-        got = [db_row(r) for r in await self._read(fetchall_or_check, sql, params, session_id)]
+        got = _ordered(await self._read(fetchall_or_check, sql, params, session_id), session_id)
         if not types and run_id is None and limit is None and before is None:
             now = self._seqs(session_id)
             self.tail.fill(session_id, got, now[0] if now is not None else None)
@@ -103,16 +110,16 @@ class LogReads:
         await self._settle(session_id, 2**62)
         seqs = self._seqs(session_id)
         # Seqs are gapless, so the last n are a seq range: cheaper than ORDER BY seq DESC LIMIT n.
+        key = session_key(session_id)
         if seqs is not None:
-            sql = f"SELECT {EVENT_SELECT} FROM events WHERE session_id = ? AND seq > ? ORDER BY seq"
-            params: list[Any] = [session_id, seqs[0] - n]
+            sql, params = select_events(EVENT_SELECT, "skey = ? AND seq > ?", [key, seqs[0] - n], self._merge_mark())
         else:
-            sql = (
-                f"SELECT {EVENT_SELECT} FROM events WHERE session_id = $1 AND seq > "
-                "(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = $1) - $2 ORDER BY seq"
-            )
-            params = [session_id, n]
-        rows = [db_row(r) for r in await self._read(fetchall_or_check, sql, params, session_id)]
+            # Top-n of the few row groups the key leaves: one pass, not a max(seq) and a range.
+            where = "skey = ? AND session_id = ?"
+            sql, params = select_events(EVENT_SELECT, where, [key, session_id], self._merge_mark())
+            sql += " ORDER BY seq DESC LIMIT ?"
+            params.append(n)
+        rows = _ordered(await self._read(fetchall_or_check, sql, params, session_id), session_id)
         return [event_from_tail(r) for r in rows[-n:]] if n else []
 
     async def last_seq(self, session_id: str) -> int:
@@ -120,11 +127,9 @@ class LogReads:
         seqs = self._seqs(session_id)
         if seqs is not None:
             return seqs[0]
+        top, params = top_seq(session_id, self._merge_mark())
         row = await self._read(
-            fetchone,
-            "SELECT (SELECT count(*) FROM sessions WHERE id = $1), "
-            "(SELECT coalesce(max(seq), 0) FROM events WHERE session_id = $1)",
-            [session_id],
+            fetchone, f"SELECT (SELECT count(*) FROM sessions WHERE id = ?), ({top})", [session_id, *params]
         )
         if not row or not row[0]:
             raise missing_session(session_id)
@@ -134,6 +139,13 @@ class LogReads:
         return await wait_for_events(
             self._notifier, session_id, after, timeout, lambda: self.read(session_id, after=after)
         )
+
+
+def _ordered(rows: list[Any], session_id: str) -> list[Row]:
+    """Rows of ``session_id`` (not of a session sharing its key) in seq order, as the tail keeps them."""
+    got = [db_row(r) for r in rows if r[1] == session_id]
+    got.sort(key=lambda r: r[2])
+    return got
 
 
 def _select(
@@ -166,6 +178,8 @@ def fetchall(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> lis
 def fetchall_or_check(cur: duckdb.DuckDBPyConnection, sql: str, params: list[Any], session_id: str) -> list[Any]:
     """Rows of an event query; an empty answer checks that the session exists."""
     rows = cur.execute(sql, params).fetchall()
-    if not rows and cur.execute("SELECT 1 FROM sessions WHERE id = ?", [session_id]).fetchone() is None:
+    if any(r[1] == session_id for r in rows):
+        return rows
+    if cur.execute("SELECT 1 FROM sessions WHERE id = ?", [session_id]).fetchone() is None:
         raise missing_session(session_id)
     return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,8 +92,15 @@ class _Recorder:
         self.statements.append((sql, params))
 
 
-def statements(writes: Sequence[Writes], ov: Overlay | None) -> list[tuple[str, Any]]:
-    """The statements of ``writes``: coalesced by record id over ``ov``, or one request's in order."""
+def statements(
+    writes: Sequence[Writes], ov: Overlay | None, number: Callable[[int], int], *, first: Sequence[Row] = ()
+) -> list[tuple[str, Any]]:
+    """The statements of ``writes``: coalesced by record id over ``ov``, or one request's in order.
+
+    ``number(k)`` hands out the log numbers (``n``) of k new event rows: the first of k in a row.
+    ``first`` are event rows inserted ahead of the group's own, in the same statement (only
+    with ``ov``, when the group has event rows).
+    """
     rec = _Recorder()
     if ov is None:
         for w in writes:
@@ -102,11 +109,11 @@ def statements(writes: Sequence[Writes], ov: Overlay | None) -> list[tuple[str, 
             for params, new in w.runs:
                 (RUNS.insert if new else RUNS.update)(rec, [params])  # type: ignore[arg-type]
             if w.rows:
-                insert_events(rec, w.rows)  # type: ignore[arg-type]
+                insert_events(rec, w.rows, number(len(w.rows)))  # type: ignore[arg-type]
         return rec.statements
     sessions: dict[str, list[Any]] = {}
     runs: dict[str, list[Any]] = {}
-    rows: list[Row] = []
+    rows: list[Row] = list(first)
     for w in writes:
         for params, _ in w.sessions:
             sessions[params[0]] = params
@@ -125,7 +132,7 @@ def statements(writes: Sequence[Writes], ov: Overlay | None) -> list[tuple[str, 
         if inserts:
             table.insert(rec, inserts)  # type: ignore[arg-type]
     if rows:
-        insert_events(rec, rows)  # type: ignore[arg-type]
+        insert_events(rec, rows, number(len(rows)))  # type: ignore[arg-type]
     return rec.statements
 
 

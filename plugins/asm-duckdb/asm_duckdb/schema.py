@@ -14,6 +14,10 @@ Versions:
    Data written by version 1 could hold runs whose record and log disagree (a terminal record
    without its terminal event, or the reverse); the migration mends each with
    :func:`asm_kernel.recovery.repair_unit`, as ``kernel.runtime.repair()`` would.
+3. The event table becomes the layout of :mod:`asm_duckdb.layout`: the log ``events_log`` (a
+   row per event, numbered ``n``, its id unique) plus the sorted levels ``events_l1`` ..
+   ``events_l3``; ``events`` is a view of every event. The migration moves every stored event
+   into ``events_l3``, sorted by (skey, seq), and leaves each its merged row in the log.
 """
 
 from __future__ import annotations
@@ -29,17 +33,18 @@ from asm_kernel.recovery import TERMINAL_TYPES, repair_unit
 from asm_kernel.storage import check_batch
 from asm_kernel.writes import WriteUnit
 
-from .codec import EVENT_SELECT, RUN_SELECT, RUNS, event_from_db, event_row, insert_events, run_from_row, run_params
+from .codec import EVENT_SELECT, RUN_SELECT, RUNS, event_from_db, event_row, run_from_row, run_params
+from .layout import EVENT_TABLES, LEVEL_COLUMNS, LEVELS, LOG, LOG_DDL, MARK_KEY, VIEW, session_key
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["SCHEMA_VERSION", "prepare", "expire_leases"]
+__all__ = ["SCHEMA_VERSION", "prepare", "expire_leases", "log_state"]
 
 log = logging.getLogger("asm.duckdb")
 
 #: Version of the tables below, kept in ``asm_meta``; a newer file is refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = [
     "CREATE TABLE asm_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
@@ -72,19 +77,13 @@ _SCHEMA = [
         lease_token BIGINT NOT NULL DEFAULT 0,
         lease_expires_at TIMESTAMPTZ)""",
     "CREATE INDEX runs_session_idempotency ON runs (session_id, idempotency_key)",
-    """CREATE TABLE events (
-        id VARCHAR NOT NULL,
-        session_id VARCHAR NOT NULL,
-        seq BIGINT NOT NULL,
-        run_id VARCHAR,
-        type VARCHAR NOT NULL,
-        payload VARCHAR NOT NULL,
-        ts TIMESTAMPTZ NOT NULL,
-        schema_version INTEGER NOT NULL,
-        PRIMARY KEY (session_id, seq))""",
-    "CREATE UNIQUE INDEX events_id ON events (id)",
+    LOG_DDL,
+    *(f"CREATE TABLE {t} ({LEVEL_COLUMNS})" for t in LEVELS),
+    VIEW,
 ]
-_TABLES = {"asm_meta", "sessions", "runs", "events"}
+_TABLES = {"asm_meta", "sessions", "runs"}
+#: Event tables by schema version (``events`` is a view from version 3 on).
+_EVENT_TABLES = {1: {"events"}, 2: {"events"}, 3: set(EVENT_TABLES)}
 
 
 def _migrate_1_to_2(conn: duckdb.DuckDBPyConnection) -> str:
@@ -98,8 +97,38 @@ def _migrate_1_to_2(conn: duckdb.DuckDBPyConnection) -> str:
     return f"{repaired} run record(s) repaired to agree with their log" if repaired else "no repair needed"
 
 
+def _migrate_2_to_3(conn: duckdb.DuckDBPyConnection) -> str:
+    conn.execute(LOG_DDL)
+    for level in LEVELS[:-1]:
+        conn.execute(f"CREATE TABLE {level} ({LEVEL_COLUMNS})")
+    # The keys are computed here, not in SQL: DuckDB's hash() is not promised to stay the same.
+    ids = [r[0] for r in conn.execute("SELECT DISTINCT session_id FROM events").fetchall()]
+    conn.execute("CREATE TEMP TABLE asm_skeys (session_id VARCHAR, skey BIGINT)")
+    if ids:
+        conn.execute(
+            "INSERT INTO asm_skeys SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[])",
+            [ids, [session_key(i) for i in ids]],
+        )
+    last = LEVELS[-1]
+    conn.execute(
+        f"CREATE TABLE {last} AS SELECT e.id, e.session_id, e.seq, e.run_id, e.type, e.payload, e.ts, "
+        "e.schema_version, k.skey FROM events e JOIN asm_skeys k USING (session_id) ORDER BY k.skey, e.seq"
+    )
+    conn.execute(
+        f"INSERT INTO {LOG} SELECT id, session_id, seq, NULL, NULL, NULL, NULL, NULL, skey, "
+        f"row_number() OVER () FROM {last}"
+    )
+    moved = int(conn.execute(f"SELECT count(*) FROM {last}").fetchone()[0])  # type: ignore[index]
+    conn.execute("INSERT OR REPLACE INTO asm_meta VALUES (?, ?)", [MARK_KEY, str(moved)])
+    conn.execute("DROP TABLE asm_skeys")
+    conn.execute("DROP INDEX IF EXISTS events_id")
+    conn.execute("DROP TABLE events")
+    conn.execute(VIEW)
+    return f"{moved} event(s) of {len(ids)} session(s) moved into the sorted layout"
+
+
 #: ``version -> step`` upgrading a file from that version to the next; returns what it did.
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], str]] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], str]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def repair_runs(conn: duckdb.DuckDBPyConnection) -> int:
@@ -134,7 +163,8 @@ def _apply(conn: duckdb.DuckDBPyConnection, unit: WriteUnit) -> None:
         got = conn.execute("SELECT coalesce(max(seq), 0) FROM events WHERE session_id = ?", [unit.session_id])
         last = int(got.fetchone()[0])  # type: ignore[index]
         pairs = enumerate(zip(unit.events, payloads, strict=True), 1)
-        insert_events(conn, [event_row(e, p, last + i) for i, (e, p) in pairs])
+        for i, (e, p) in pairs:  # the version 2 table: one per repaired run, rarely more
+            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(event_row(e, p, last + i)))
 
 
 def _tables(conn: duckdb.DuckDBPyConnection) -> set[str]:
@@ -197,7 +227,7 @@ def prepare(conn: duckdb.DuckDBPyConnection, where: str, *, read_only: bool) -> 
             file=where,
             schema_version=version,
         )
-    if version < 1 or not tables >= _TABLES:
+    if version < 1 or not tables >= _TABLES | _EVENT_TABLES.get(version, set()):
         raise StoreCorruptError(
             f"{where} is an incomplete asm store (schema version {version}, tables {sorted(tables)})",
             hint="restore it from a backup",
@@ -239,3 +269,12 @@ def expire_leases(conn: duckdb.DuckDBPyConnection, now: datetime) -> int:
         "UPDATE runs SET lease_expires_at = ? WHERE lease_expires_at > ? RETURNING id", [now, now]
     ).fetchall()
     return len(got)
+
+
+def log_state(conn: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(merge mark, next log number) of an open file of the current version."""
+    got = conn.execute("SELECT value FROM asm_meta WHERE key = ?", [MARK_KEY]).fetchone()
+    mark = int(got[0]) if got else 0
+    top = conn.execute(f"SELECT max(n) FROM {LOG} WHERE n > ?", [mark]).fetchone()
+    last = mark if top is None or top[0] is None else int(top[0])
+    return mark, last + 1

@@ -38,6 +38,8 @@ class DuckDBSettings:
     * ``cache_bytes``: memory for the records the store keeps (session states, run records).
     * ``tail_bytes``: memory for recent events of recently used sessions (reads of them need no
       query; 10,000 live sessions with short logs fit in the default).
+    * ``hot_events``: events kept in the unsorted hot table before they are merged into the
+      sorted levels (:mod:`asm_duckdb.layout`); reads scan the hot table whole.
     """
 
     path: str | None = None
@@ -48,6 +50,7 @@ class DuckDBSettings:
     threads: int | None = None
     cache_bytes: int = 64 * 2**20
     tail_bytes: int = 128 * 2**20
+    hot_events: int = 100_000
 
 
 def _check(settings: DuckDBSettings, base: str) -> None:
@@ -66,6 +69,13 @@ def _check(settings: DuckDBSettings, base: str) -> None:
                 path=f"{base}.{key}",
                 hint="e.g. 67108864 for 64 MiB; 0 keeps nothing in memory",
             )
+    hot = settings.hot_events
+    if isinstance(hot, bool) or not isinstance(hot, int) or hot < 1:
+        raise ConfigError(
+            f"hot_events must be an integer >= 1, got {hot!r}",
+            path=f"{base}.hot_events",
+            hint="e.g. 100000 (the default): more makes merges rarer and cold reads slower",
+        )
     timeout = settings.lock_timeout
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0 or timeout == float("inf")
@@ -145,4 +155,5 @@ def build(settings: DuckDBSettings, context: Any) -> DuckDBStore:
         threads=settings.threads,
         cache_bytes=settings.cache_bytes,
         tail_bytes=settings.tail_bytes,
+        hot_events=settings.hot_events,
     )

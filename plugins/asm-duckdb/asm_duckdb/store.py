@@ -29,11 +29,13 @@ from asm_kernel.storage import check_claim, check_unit
 from asm_kernel.writes import Committed, StoreCapabilities, WriteUnit
 
 from .caches import Records, Tail
+from .compactor import Compactor, Merge
 from .files import FileClaim, connect, real_path
+from .layout import HOT_EVENTS
 from .marks import Marks, check, losses_before
 from .reads import LogReads
 from .recordreads import RecordReads
-from .schema import SCHEMA_VERSION, expire_leases, prepare
+from .schema import SCHEMA_VERSION, expire_leases, log_state, prepare
 from .writer import BEHIND_MAX_DELAY, BEHIND_MAX_ROWS, DuckDBStats, Req, Writer
 
 __all__ = [
@@ -97,6 +99,7 @@ class DuckDBStore(LogReads, RecordReads):
         threads: int | None = None,
         cache_bytes: int = CACHE_BYTES,
         tail_bytes: int = TAIL_BYTES,
+        hot_events: int = HOT_EVENTS,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if durability not in MODES:
@@ -107,6 +110,9 @@ class DuckDBStore(LogReads, RecordReads):
         self.read_only = bool(read_only)
         self.memory_limit = memory_limit
         self.threads = threads
+        if isinstance(hot_events, bool) or not isinstance(hot_events, int) or hot_events < 1:
+            raise ValueError(f"hot_events must be an integer >= 1, got {hot_events!r}")
+        self.hot_events = hot_events
         self.clock = clock
         self.stats = DuckDBStats()
         self.records = Records(cache_bytes)
@@ -138,6 +144,8 @@ class DuckDBStore(LogReads, RecordReads):
         self._writer: Writer | None = None
         self._stop: cf.Future[None] | None = None
         self._claim: FileClaim | None = None
+        self._compactor: Compactor | None = None
+        self._mark = 0
 
     def __repr__(self) -> str:
         return f"DuckDBStore({str(self.path)!r})"
@@ -163,6 +171,7 @@ class DuckDBStore(LogReads, RecordReads):
             prepare(conn, str(self.path), read_only=self.read_only)
             self.lost_before = losses_before(conn)
             marks, self.lost = check(conn, real, str(self.path), read_only=self.read_only)
+            self._mark, next_n = log_state(conn)
             self._opened_at = self.clock()
             if not self.read_only:
                 ended = expire_leases(conn, self._opened_at)
@@ -186,6 +195,8 @@ class DuckDBStore(LogReads, RecordReads):
         self.records.clear()
         self.tail.clear()
         self._readers = cf.ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="asm-duckdb-read")
+        if not self.read_only:
+            self._compactor = Compactor(conn, str(self.path), self.hot_events, lambda: self.stats.events, self._mark)
         self._writer = Writer(
             self.path,
             conn,
@@ -195,13 +206,29 @@ class DuckDBStore(LogReads, RecordReads):
             notifier=self._notifier,
             clock=self.clock,
             stats=self.stats,
-            on_commit=self._marks.committed if self._marks is not None else None,
+            on_commit=None if self.read_only else self._committed,
+            next_n=next_n,
+            merge_mark=self._merge_mark,
         )
         with self._submit_lock:
             self._state = "open"
         self._writer.start()
+        if self._compactor is not None:
+            self._compactor.start()
         _LIVE.add(self)
         log.debug("opened %s (durability=%s, read_only=%s)", self.path, self.durability, self.read_only)
+
+    def _merge_mark(self) -> int:
+        """The current merge mark (see :mod:`asm_duckdb.layout`)."""
+        compactor = self._compactor
+        return compactor.mark if compactor is not None else self._mark
+
+    def _committed(self, marks: dict[str, int]) -> None:
+        """After each commit (writer thread): record the marks, nudge the compactor."""
+        if self._marks is not None:
+            self._marks.committed(marks)
+        if self._compactor is not None:
+            self._compactor.poke()
 
     async def close(self) -> None:
         """Commit everything acknowledged, stop the writer and release the file."""
@@ -228,6 +255,9 @@ class DuckDBStore(LogReads, RecordReads):
         if writer is not None and writer.thread is not threading.current_thread():
             writer.thread.join()
         lost = writer.owed if writer is not None else 0
+        if self._compactor is not None:
+            self._compactor.close()
+            self._compactor = None
         if self._readers is not None:
             self._readers.shutdown(wait=True)  # reads in flight finish before their cursors close
         for cur in self._all_cursors:
@@ -329,6 +359,28 @@ class DuckDBStore(LogReads, RecordReads):
             raise StorageError(f"reading {self.path} failed: {exc}", file=str(self.path)) from exc
         finally:
             self._cursors.put(cur)
+
+    async def compact(self, *, full: bool = False) -> Merge | None:
+        """Merge the hot table into the sorted levels now (see :mod:`asm_duckdb.layout`).
+
+        The store does this by itself once ``hot_events`` rows are hot; call it after a bulk
+        import, or with ``full=True`` to merge every level into the last (the fewest row groups
+        per session a read can touch). Returns what was merged, or None when nothing was hot.
+        Writes and reads go on meanwhile.
+        """
+        self._check_open()
+        self._check_writable()
+        await self.flush()
+        compactor = self._compactor
+        assert compactor is not None
+        try:
+            return await asyncio.to_thread(compactor.merge, full=full)
+        except duckdb.Error as exc:
+            raise StorageError(
+                f"merging the events of {self.path} failed: {exc}",
+                hint="nothing changed; the store merges again later (check free disk space)",
+                file=str(self.path),
+            ) from None
 
     async def flush(self) -> None:
         """Commit every acknowledged write-behind event now."""

@@ -85,6 +85,8 @@ class Writer:
         clock: Callable[[], datetime],
         stats: DuckDBStats,
         on_commit: Callable[[dict[str, int]], None] | None = None,
+        next_n: int = 1,
+        merge_mark: Callable[[], int] = lambda: 0,
     ) -> None:
         self.path = path
         self.conn = conn
@@ -95,7 +97,12 @@ class Writer:
         self.clock = clock
         self.stats = stats
         self.on_commit = on_commit
-        self.planner = Planner(conn, records, tail, clock)
+        #: The next log number (``n``) to give an event row; only grows, gaps are fine.
+        self.next_n = next_n
+        self._merge_mark = merge_mark
+        #: The merge mark when the open transaction began (its snapshot's view of the log).
+        self.txn_mark = 0
+        self.planner = Planner(conn, records, tail, clock, self.read_mark)
         self.queue: queue.SimpleQueue[Req] = queue.SimpleQueue()
         #: Acknowledged rows not committed: inserted in the open transaction, or not yet.
         self.owed_inserted: list[Row] = []
@@ -111,6 +118,19 @@ class Writer:
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
         self.io_errors = io_errors()
         self.thread = threading.Thread(target=self._main, name=f"asm-duckdb-writer:{path.name}", daemon=True)
+
+    def number(self, k: int) -> int:
+        """The first of ``k`` new log numbers."""
+        first = self.next_n
+        self.next_n += k
+        return first
+
+    def read_mark(self) -> int:
+        """The merge mark the writer's own queries may use (see :func:`asm_duckdb.layout.select_events`).
+
+        Inside a transaction, the mark it began with: its snapshot may predate a later merge.
+        """
+        return self.txn_mark if self.in_txn else self._merge_mark()
 
     @property
     def owed(self) -> int:
@@ -292,29 +312,34 @@ class Writer:
             pending = list(self.owed_pending)
         due = bool(self.owed) and (time.monotonic() >= self.owed_since + BEHIND_MAX_DELAY or force)
         commit = awaited or force or due or self.failing is not None
-        batch = [] if isolate else statements(writes, ov)  # type: ignore[arg-type]
+        # Owed rows ride in the group's own event insert when it has one (one statement less
+        # at a run's outcome: a DuckDB statement costs about a millisecond here).
+        fold = bool(pending) and not isolate and any(w.rows for w in writes if w is not None)
+        batch = [] if isolate else statements(writes, ov, self.number, first=pending if fold else ())  # type: ignore[arg-type]
         conn = self.conn
         try:
-            if pending:
+            if pending and not fold:
                 self._begin()
-                insert_events(conn, pending)
-                with self.lock:
-                    del self.owed_pending[: len(pending)]
-                    self.owed_inserted.extend(pending)
+                insert_events(conn, pending, self.number(len(pending)))
+                self._owed_inserted(pending)
         except duckdb.Error as exc:
             raise Failed(self._cannot_write(exc)) from None
         try:
             if isolate:
                 for req in reqs:
                     if req.writes:
-                        self._run(statements([req.writes], None), req)
+                        self._run(statements([req.writes], None, self.number), req)
             elif commit and not self.in_txn and len(batch) == 1:
                 sql, params = batch[0]  # autocommit: one statement is its own transaction
                 conn.execute(sql, params)
+                if fold:
+                    self._owed_inserted(pending)
                 self.stats.commits += 1
                 return True
             else:
                 self._run(batch, None)
+                if fold:
+                    self._owed_inserted(pending)
         except self.io_errors as exc:  # the file refuses writes: not any one request's fault
             self.stats.failed_commits += 1
             raise Failed(self._cannot_write(exc)) from None
@@ -333,6 +358,12 @@ class Writer:
             self.stats.failed_commits += 1
             raise Failed(self._cannot_write(exc)) from None
         return True
+
+    def _owed_inserted(self, rows: list[Row]) -> None:
+        """Owed rows are now in the open transaction (or committed by an autocommit statement)."""
+        with self.lock:
+            del self.owed_pending[: len(rows)]
+            self.owed_inserted.extend(rows)
 
     def _run(self, statements: list[tuple[str, Any]], req: Req | None) -> None:
         import duckdb
@@ -358,7 +389,9 @@ class Writer:
 
     def _begin(self) -> None:
         if not self.in_txn:
+            mark = self._merge_mark()
             self.conn.execute("BEGIN TRANSACTION")
+            self.txn_mark = mark
             self.in_txn = True
 
     def _rollback(self, ov: Overlay) -> None:

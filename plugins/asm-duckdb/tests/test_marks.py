@@ -70,7 +70,7 @@ async def test_events_missing_from_the_file_are_reported(tmp_path: Path, caplog:
     await store.append(b.id, _events(b.id, 2))
     await store.close()
     with duckdb.connect(str(path)) as conn:
-        conn.execute("DELETE FROM events WHERE session_id = ? AND seq > 7", [a.id])
+        conn.execute("DELETE FROM events_log WHERE session_id = ? AND seq > 7", [a.id])
     caplog.set_level(logging.WARNING, logger="asm.duckdb")
 
     ro = DuckDBStore(path, read_only=True)  # read-only reports too, and changes nothing

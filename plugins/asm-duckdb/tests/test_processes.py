@@ -11,9 +11,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import duckdb
 import pytest
 from asm_kernel.errors import StoreLockedError
 
+from asm_duckdb.layout import LEVELS, LOG
 from asm_duckdb.store import DuckDBStore
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="uses SIGKILL")
@@ -26,7 +28,7 @@ WRITER = textwrap.dedent(
     from asm_kernel.writes import RunWrite, WriteUnit
 
     async def main(path, writers):
-        store = DuckDBStore(path, durability=sys.argv[3])
+        store = DuckDBStore(path, durability=sys.argv[3], hot_events=int(sys.argv[4]))
         await store.open()
         leases = []
         for _ in range(writers):
@@ -83,16 +85,21 @@ def _spawn(script: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.parametrize("durability", ["safe", "fast"])
-def test_acknowledged_durable_events_survive_kill_9(tmp_path: Path, durability: str) -> None:
+@pytest.mark.parametrize(
+    ("durability", "hot_events"),
+    [("safe", 100_000), ("fast", 100_000), ("safe", 40), ("fast", 40)],
+    ids=["safe", "fast", "safe-merging", "fast-merging"],
+)
+def test_acknowledged_durable_events_survive_kill_9(tmp_path: Path, durability: str, hot_events: int) -> None:
     """Every event acknowledged as durable is stored with the seq it was acknowledged with.
 
     In fast mode, deltas acknowledged before their commit ("B") may be lost - at most the last
     BEHIND_MAX_DELAY seconds of them, and only after the last durable point; the log stays
-    gapless. In safe mode every acknowledged event is durable.
+    gapless. In safe mode every acknowledged event is durable. With ``hot_events=40`` the store
+    merges its hot table into the sorted levels all the time, so the kill lands in merges too.
     """
     path = tmp_path / "crash.duckdb"
-    child = _spawn(WRITER, str(path), "4", durability)
+    child = _spawn(WRITER, str(path), "4", durability, str(hot_events))
     durable: dict[str, set[int]] = {}
     behind: dict[str, set[int]] = {}
     try:
@@ -121,10 +128,16 @@ def test_acknowledged_durable_events_survive_kill_9(tmp_path: Path, durability: 
                 # Only what came after the last durable point can be lost.
                 lost = behind.get(sid, set()) - set(stored)
                 assert all(seq > max(seqs) for seq in lost), (sorted(lost), max(seqs))
+            assert store.lost == {}
         finally:
             await store.close()
 
     asyncio.run(check())
+    with duckdb.connect(str(path), read_only=True) as conn:
+        count = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in (*LEVELS, LOG, "events")}  # type: ignore[index]
+    assert count["events"] == count[LOG]  # a merge moved rows whole or not at all
+    if hot_events < 100:
+        assert sum(count[t] for t in LEVELS) > 0, count
 
 
 def test_a_file_held_by_another_process_is_locked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -20,7 +20,7 @@ from asm_kernel.testing.stores import create_session
 from asm_kernel.writes import RunWrite, WriteUnit
 from duckdb_helpers import FailingCommits, Gate
 
-from asm_duckdb.store import DuckDBStore
+from asm_duckdb.store import SCHEMA_VERSION, DuckDBStore
 
 
 async def _running(store: DuckDBStore) -> tuple[Session, Any]:
@@ -251,7 +251,13 @@ async def test_a_v1_file_is_migrated_and_its_runs_repaired(tmp_path: Path) -> No
     finally:
         await store.close()
     con = duckdb.connect(str(path))
-    assert con.execute("SELECT value FROM asm_meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert con.execute("SELECT value FROM asm_meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    # Version 3: the five migrated events sit sorted in the last level, merged rows in the log;
+    # the repair's event (written by the 1 -> 2 step) moved with them.
+    assert con.execute("SELECT count(*) FROM events_l3").fetchone() == (6,)
+    assert con.execute("SELECT count(*), count(payload), max(n) FROM events_log").fetchone() == (6, 0, 6)
+    assert con.execute("SELECT value FROM asm_meta WHERE key = 'merged_upto'").fetchone() == ("6",)
+    assert "events_id" not in {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
     con.close()
     again = DuckDBStore(path)  # a second open changes nothing
     await again.open()
