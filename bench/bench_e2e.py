@@ -7,8 +7,14 @@ OpenAI server (``asm_openai.testing.FakeOpenAI``, real HTTP, the official SDK), 
 time, in one process:
 
 * ``raw SDK``        ``AsyncOpenAI.chat.completions.create(stream=True)``, chunks consumed;
-* ``asm memory``     ``kernel.run(session_id, ...)`` on the memory store;
-* ``asm duckdb X``   the same on a DuckDB file in durability mode X (``fast`` is the default).
+* ``asm memory``     ``kernel.run_once(...)`` on the memory store: a new session per run, so
+  each request carries one message, like the raw SDK's;
+* ``asm duckdb X``   the same on a DuckDB file in durability mode X (``fast`` is the default);
+* ``duckdb floor``   no model call: only the statements of a run's two DuckDB transactions,
+  written directly on asm's tables - what DuckDB itself charges for the two durability points;
+* ``..., 1 session`` every run in one session (``kernel.run(session_id, ...)``): request ``i``
+  carries the whole conversation so far (2i + 1 messages), so these rows grow with ``--runs``
+  and are not comparable with the raw SDK's.
 
 Printed: p50 / p90 ms per run, the difference to the raw SDK, the ratio to the memory store,
 and DuckDB transactions per run (commits counted by the store). Nothing is asserted.
@@ -50,7 +56,9 @@ async def raw_sdk(base_url: str, runs: int) -> list[float]:
     return out
 
 
-async def with_asm(base_url: str, runs: int, store: dict[str, Any]) -> tuple[list[float], float | None]:
+async def with_asm(
+    base_url: str, runs: int, store: dict[str, Any], *, shared: bool = False
+) -> tuple[list[float], float | None]:
     from asm_kernel import Kernel
 
     config = {
@@ -67,12 +75,76 @@ async def with_asm(base_url: str, runs: int, store: dict[str, Any]) -> tuple[lis
             if i == 5 and stats is not None:
                 commits0 = stats.commits
             t0 = time.perf_counter()
-            result = await kernel.run(session.id, f"q{i}")
+            if shared:  # one conversation: every request carries the whole transcript so far
+                result = await kernel.run(session.id, f"q{i}")
+            else:  # a new session per run, created in the run's start (the raw SDK's request)
+                result = await kernel.run_once(f"q{i}")
             if i >= 5:
                 out.append(time.perf_counter() - t0)
             assert result.status.value == "completed", result
         per_run = (stats.commits - commits0) / runs if stats is not None else None
     return out, per_run
+
+
+def duckdb_floor(path: Path, runs: int, deltas: int) -> list[float]:
+    """What a run's two durability points cost in DuckDB itself: the statements asm's start and
+    outcome transactions run (session + run + 5 event rows; run update + the deltas and 3 event
+    rows), written with plain ``execute`` on asm's own tables, one transaction each."""
+    import asyncio as aio
+    import json
+    import uuid
+    from datetime import UTC, datetime
+
+    import duckdb
+    from asm_duckdb.store import DuckDBStore
+
+    async def create() -> None:
+        store = DuckDBStore(path)
+        await store.open()
+        await store.close()
+
+    aio.run(create())
+    con = duckdb.connect(str(path))
+    now = datetime.now(UTC)
+    usage = json.dumps({"input_tokens": 5, "output_tokens": 20})
+    msg = json.dumps({"role": "user", "content": [{"type": "text", "text": "q"}]})
+    n = 0
+    out: list[float] = []
+
+    def events(sid: str, rid: str, k: int, kind: str, start: int) -> None:
+        nonlocal n
+        con.execute(
+            "INSERT INTO events_log SELECT unnest($1::VARCHAR[]), $2, unnest($3::BIGINT[]), $4, $5, $6, $7, 1, 0, "
+            "unnest($8::BIGINT[])",
+            [[uuid.uuid4().hex for _ in range(k)], sid, list(range(start, start + k)), rid, kind, msg, now,
+             list(range(n + 1, n + k + 1))],
+        )  # fmt: skip
+        n += k
+
+    for i in range(runs + 5):
+        sid, rid = f"ses_{uuid.uuid4().hex}", f"run_{uuid.uuid4().hex}"
+        t0 = time.perf_counter()
+        con.execute("BEGIN")
+        con.execute("INSERT INTO sessions VALUES (?, 'default', 'active', '{}', [], ?, ?)", [sid, now, now])
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, 'running', ?, NULL, ?, NULL, 'gpt', 'm', NULL, NULL, NULL, '{}', ?, ?, "
+            "NULL, 'w', 1, ?)",
+            [rid, sid, msg, usage, now, now, now],
+        )  # fmt: skip
+        events(sid, rid, 5, "run_started", 1)
+        con.execute("COMMIT")
+        con.execute("BEGIN")
+        events(sid, rid, deltas + 1, "message_streamed", 6)
+        events(sid, rid, 3, "run_completed", 7 + deltas)
+        con.execute(
+            "UPDATE runs SET status = 'completed', output = ?, usage = ?, finished_at = ? WHERE id = ?",
+            [msg, usage, now, rid],
+        )
+        con.execute("COMMIT")
+        if i >= 5:
+            out.append(time.perf_counter() - t0)
+    con.close()
+    return out
 
 
 def main() -> None:
@@ -92,6 +164,12 @@ def main() -> None:
             store = {"use": "duckdb", "path": str(Path(tmp) / f"{mode}.duckdb"), "durability": mode}
             lat, per_run = asyncio.run(with_asm(fake.base_url, args.runs, store))
             rows.append((f"asm duckdb {mode}", lat, per_run))
+        rows.append(("duckdb floor", duckdb_floor(Path(tmp) / "floor.duckdb", args.runs, args.deltas), 2.0))
+        lat, _ = asyncio.run(with_asm(fake.base_url, args.runs, {"use": "memory"}, shared=True))
+        rows.append(("memory, 1 session", lat, None))
+        store = {"use": "duckdb", "path": str(Path(tmp) / "shared.duckdb")}
+        lat, per_run = asyncio.run(with_asm(fake.base_url, args.runs, store, shared=True))
+        rows.append(("duckdb, 1 session", lat, per_run))
     raw = statistics.median(rows[0][1]) * 1000
     memory = statistics.median(rows[1][1]) * 1000
     print(f"{args.runs} runs, {args.deltas} streamed deltas each, one at a time - python {sys.version.split()[0]}")

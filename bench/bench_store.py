@@ -23,13 +23,16 @@ The events are ``message_streamed`` deltas, the type fast mode writes behind.
 
 File-size table (``--sizes``): for each size N, a file of N events in N/200 sessions of 200,
 interleaved as concurrent writers leave them (event i belongs to session i mod N/200), built
-with one SQL statement in asm's schema; then, after one warm-up open (it writes the marks
-file), on a fresh open: ``open`` (DuckDBStore.open: lease expiry and the lost-event check) plus
+as asm leaves it: each ``hot_events`` (100,000) rows appended to the log with one SQL
+statement, then merged by the store's compactor, the newest 50,000 left hot (the bench prints
+the table sizes and the merge time); then, after one warm-up open (it writes the marks file),
+on a fresh open: ``open`` (DuckDBStore.open: lease expiry and the lost-event check) plus
 ``recover`` (``list_runs(lease_expired=True)``), cold ``last(50)`` and a cold full read of a
 200-event session (sessions asm has not cached; p50 of 10 sessions), the first append to a
 session after open (p50 of 10 sessions), and the steady append cost (mean of 200 serial
-awaited appends to one session). Beside it, the same-run raw baseline on the same file and a
-fresh connection: ``open``, ``ORDER BY seq DESC LIMIT 50``, ``ORDER BY seq`` of the session,
+awaited appends to one session). Beside it, the same-run raw baseline: the same rows in one
+plain DuckDB table keyed (session_id, seq), in arrival order, on a fresh connection: ``open``,
+``ORDER BY seq DESC LIMIT 50``, ``ORDER BY seq`` of the session,
 and one ``max(seq)`` lookup + INSERT + commit (first) / one INSERT + commit (steady).
 """
 
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -48,6 +52,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+from asm_duckdb.layout import HOT_EVENTS, LEVELS, LOG, session_key
 from asm_duckdb.store import DuckDBStore
 
 from asm_kernel.builtin.memory import MemoryStore
@@ -254,31 +259,78 @@ def raw_load(path: Path, session_id: str, n: int) -> None:
 
 PER = 200
 SIZE_ROWS: list[tuple[int, str, float, float, float, float, float]] = []
+#: Per size: (seconds spent merging while building, events per table after the build).
+BUILDS: dict[int, tuple[float, dict[str, int]]] = {}
 
 
-def build_file(path: Path, n: int) -> int:
-    """An asm file with n events in n/200 interleaved sessions; returns the number of sessions."""
+def build_file(path: Path, raw_path: Path, n: int) -> int:
+    """An asm file with n events in n/200 interleaved sessions, as asm leaves it after writing
+    them: every ``hot_events`` rows are appended to the log with one SQL statement, then merged
+    by the store's own compactor (``compact()``, the merge it runs by itself). Beside it, a raw
+    DuckDB file with the same rows in one plain table (PRIMARY KEY (session_id, seq), rows in
+    arrival order): what a DuckDB event log without asm's layout looks like. Returns the number
+    of sessions."""
     sessions = max(1, n // PER)
+    chunk = HOT_EVENTS
+    merging = 0.0
 
-    async def create() -> None:
-        store = DuckDBStore(path)
+    async def build() -> dict[str, int]:
+        nonlocal merging
+        store = DuckDBStore(path, hot_events=chunk)
         await store.open()
         await store.close()
+        ids = [f"bench-s{i}" for i in range(sessions)]
+        keys = [session_key(i) for i in ids]
 
-    asyncio.run(create())
-    con = duckdb.connect(str(path))
-    con.execute("BEGIN")
-    con.execute(
-        "INSERT INTO sessions SELECT 'bench-s' || i, 'bench', 'active', '{}', []::VARCHAR[], now(), now() "
-        "FROM range(?) t(i)",
-        [sessions],
-    )
-    con.execute(
-        "INSERT INTO events SELECT 'bench-e' || i, 'bench-s' || (i % $s), i // $s + 1, NULL, 'message_streamed', "
-        "'{\"text\":\"tok' || i || ' \",\"index\":0}', now(), 1 FROM range($n) t(i)",
-        {"s": sessions, "n": n},
-    )
-    con.execute("COMMIT")
+        def connect() -> duckdb.DuckDBPyConnection:
+            con = duckdb.connect(str(path))
+            con.execute("CREATE TEMP TABLE k AS SELECT unnest($1::VARCHAR[]) AS sid, unnest($2::BIGINT[]) AS skey, "
+                        "unnest(range(len($1))) AS i", [ids, keys])  # fmt: skip
+            return con
+
+        con = connect()
+        con.execute("INSERT INTO sessions SELECT sid, 'bench', 'active', '{}', []::VARCHAR[], now(), now() FROM k")
+        con.close()
+        # Merged chunks of hot_events rows, then half a chunk left hot (a live store holds 0 to
+        # hot_events unmerged rows).
+        cut = max(0, n - chunk // 2)
+        bounds = [*range(0, cut, chunk), cut, n] if cut else [0, n]
+        for lo, hi in itertools.pairwise(bounds):
+            if hi <= lo:
+                continue
+            con = connect()
+            con.execute("BEGIN")
+            con.execute(
+                f"INSERT INTO {LOG} SELECT 'bench-e' || e.i, k.sid, e.i // $s + 1, NULL, 'message_streamed', "
+                "'{\"text\":\"tok' || e.i || ' \",\"index\":0}', now(), 1, k.skey, e.i + 1 "
+                "FROM range($lo, $hi) e(i) JOIN k ON k.i = e.i % $s ORDER BY e.i",
+                {"s": sessions, "lo": lo, "hi": hi},
+            )
+            con.execute("COMMIT")
+            con.close()
+            if hi == n and cut:
+                break  # the newest rows stay hot
+            store = DuckDBStore(path, hot_events=chunk)
+            await store.open()
+            t = time.perf_counter()
+            await store.compact()
+            merging += time.perf_counter() - t
+            await store.close()
+        con = duckdb.connect(str(path), read_only=True)
+        counts = {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in LEVELS}  # type: ignore[index]
+        counts["hot"] = int(con.execute(f"SELECT count(*) FROM {LOG} WHERE payload IS NOT NULL").fetchone()[0])  # type: ignore[index]
+        con.close()
+        return counts
+
+    counts = asyncio.run(build())
+    BUILDS[n] = (merging, counts)
+    con = duckdb.connect(str(raw_path))
+    for ddl in DDL.split(";"):
+        if ddl.strip():
+            con.execute(ddl)
+    con.execute(f"ATTACH '{path}' AS asm (READ_ONLY)")
+    con.execute("INSERT INTO events SELECT id, session_id, seq, run_id, type, payload, ts, schema_version "
+                "FROM asm.events ORDER BY id[8:]::BIGINT")  # fmt: skip
     con.close()
     return sessions
 
@@ -356,15 +408,16 @@ def raw_size(path: Path, sessions: int) -> tuple[float, float, float, float, flo
 def size_table(d: Path, sizes: list[int]) -> None:
     for n in sizes:
         path = d / f"size-{n}.duckdb"
+        raw_path = d / f"size-{n}-raw.duckdb"
         t = time.perf_counter()
-        sessions = build_file(path, n)
+        sessions = build_file(path, raw_path, n)
         print(f"  .. built {n} events / {sessions} sessions in {time.perf_counter() - t:.1f} s",
               file=sys.stderr, flush=True)
         SIZE_ROWS.append((n, "asm", *asyncio.run(asm_size(path, sessions))))
-        SIZE_ROWS.append((n, "raw", *raw_size(path, sessions)))
+        SIZE_ROWS.append((n, "raw", *raw_size(raw_path, sessions)))
         mb = (path.stat().st_size + sum(f.stat().st_size for f in d.glob(f"size-{n}.duckdb.*"))) / 2**20
         print(f"  .. {n}: {mb:.0f} MB", file=sys.stderr, flush=True)
-        for f in d.glob(f"size-{n}.duckdb*"):
+        for f in [*d.glob(f"size-{n}.duckdb*"), *d.glob(f"size-{n}-raw.duckdb*")]:
             f.unlink()
 
 
@@ -382,7 +435,11 @@ def print_size_table() -> None:
         print(f"{n:>9} {max(1, n // PER):>8} {what:<4} {opened:>12.2f} {last50:>11.2f} {full:>12.2f} "
               f"{first:>12.2f} {steady:>13.3f}")
     print("-" * len(header))
-    print("raw: the same file, fresh connection; first append = max(seq) lookup + INSERT + commit, steady = "
+    for n, (merging, counts) in BUILDS.items():
+        shown = ", ".join(f"{t} {c}" for t, c in counts.items())
+        print(f"{n:>9} events: {shown}; merging them took {merging:.1f} s in all (hot_events {HOT_EVENTS})")
+    print("raw: the same rows in one plain DuckDB table (PRIMARY KEY (session_id, seq), arrival order), fresh "
+          "connection; first append = max(seq) lookup + INSERT + commit, steady = "
           "INSERT + commit (the asm appends are awaited notes outside a run: committed in every mode)")
 
 
