@@ -172,8 +172,19 @@ async def test_cancel_twice_during_cleanup_keeps_one_terminal_event() -> None:
     assert [e.type for e in events] == ["run_cancelled"]
 
 
+class HangingFirst(SlowProvider):
+    """Like SlowProvider, but the input "first" never finishes on its own (only a cancel ends it)."""
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[Any]:
+        async for item in super().stream(request):
+            if request.messages[-1].content[-1].text == "first":
+                await asyncio.Event().wait()
+            yield item
+
+
 async def test_interrupt_cancels_the_running_run_and_runs_new_input_next() -> None:
-    provider = SlowProvider(0.3)
+    # The first run cannot finish before the interrupt lands, however loaded the machine is.
+    provider = HangingFirst(0.01)
     async with make(provider) as k:
         s = await k.sessions.create()
         first = await k.runtime.submit_run(s.id, "first")
