@@ -1,14 +1,12 @@
-"""Fixtures: kernels on each store this environment can offer (``asm_kernel.testing.backends``),
-and the ``session_service`` of the ported ADK contract tests: ADK's own InMemorySessionService
-(the reference the ported tests are checked against) and AsmSessionService on each store.
-
-``fresh_store`` makes a new, empty ``[store]`` table each time it is called (a new DuckDB file, a
-new Postgres schema), since the conformance suite wants a fresh checkpointer per capability.
+"""Fixtures: kernels on each store this environment can offer (``asm_kernel.testing.store_fixtures``:
+``fresh_store``, ``store_config``, ``make_kernel``, ``kernel``), and the ``session_service`` of
+the ported ADK contract tests: ADK's own InMemorySessionService (the reference the ported tests
+are checked against) and AsmSessionService on each store.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,39 +14,14 @@ import pytest
 from asm_kernel import Kernel
 from asm_kernel.testing.backends import STORES, FreshStores, store_problem
 
-
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("ASM_CONFIG", "ASM_DISABLE_PLUGIN_AUTOLOAD", "ASM_LOAD_PLUGINS", "ASM_DISABLED_PLUGINS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ASM_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture(params=STORES)
-def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FreshStores]:
-    reason = store_problem(request.param)
-    if reason is not None:
-        pytest.skip(reason)
-    stores = FreshStores(request.param, tmp_path)
-    yield stores
-    stores.drop()
-
-
-@pytest.fixture
-def store_config(fresh_store: FreshStores) -> dict[str, Any]:
-    """One store; the same table reopens the same data."""
-    return fresh_store()
-
-
-@pytest.fixture
-def make_kernel(store_config: dict[str, Any]) -> Callable[..., Kernel]:
-    return lambda **kwargs: Kernel({"store": dict(store_config)}, **kwargs)
-
-
-@pytest.fixture
-async def kernel(make_kernel: Callable[..., Kernel]) -> AsyncIterator[Kernel]:
-    async with make_kernel() as k:
-        yield k
+# The store fixtures, imported (not loaded with pytest_plugins, which only a rootdir conftest may use).
+from asm_kernel.testing.store_fixtures import (  # noqa: F401
+    asm_isolated_env,
+    fresh_store,
+    kernel,
+    make_kernel,
+    store_config,
+)
 
 
 @pytest.fixture(params=["adk-reference", *STORES])
