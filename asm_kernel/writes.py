@@ -38,9 +38,13 @@ from .errors import (
     RunNotFoundError,
     SeqConflictError,
     SessionNotFoundError,
+    ValidationError,
     WriteConflictError,
 )
 from .model import Event, Fence, Run, RunStatus, Session, SessionStatus
+
+#: Fields of a run record fixed at its creation; a unit that changes one is refused.
+RUN_FIXED = ("session_id", "idempotency_key", "created_at")
 
 __all__ = [
     "RunWrite",
@@ -51,6 +55,7 @@ __all__ = [
     "UnitState",
     "UnitPlan",
     "plan_unit",
+    "RUN_FIXED",
     "lease_expired",
 ]
 
@@ -322,10 +327,18 @@ def plan_unit(unit: WriteUnit, state: UnitState) -> UnitPlan:
         if write.lease_ttl is not None:
             run = evolve(run, lease_expires_at=state.now + timedelta(seconds=write.lease_ttl))
         runs.append(run)
-    for write in unit.runs:
+    for i, write in enumerate(unit.runs):
         stored_run = state.runs.get(write.run.id)
         if stored_run is None:
             raise RunNotFoundError(f"no run {write.run.id!r}")
+        for name in RUN_FIXED:  # stores may key and index by them, so they never change
+            if getattr(write.run, name) != getattr(stored_run, name):
+                raise ValidationError(
+                    f"run {stored_run.id}: {name} cannot change (stored {getattr(stored_run, name)!r:.60}, "
+                    f"given {getattr(write.run, name)!r:.60})",
+                    path=f"runs[{i}].run.{name}",
+                    hint="evolve the stored run record; a run's session, idempotency key and creation time are fixed",
+                )
         if write.expect_status is not None and stored_run.status is not write.expect_status:
             raise _conflict(
                 f"run {stored_run.id} is {stored_run.status.value}, not {write.expect_status.value}",

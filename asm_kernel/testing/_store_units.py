@@ -103,6 +103,19 @@ class StoreUnitTests(StoreTestBase):
                         runs=[RunWrite(done)],
                     ),
                 ),
+                # A run's session, idempotency key and creation time are fixed at its creation.
+                (
+                    ValidationError,
+                    WriteUnit(s.id, events_for(s.id, 1), runs=[RunWrite(attrs.evolve(done, idempotency_key="k"))]),
+                ),
+                (
+                    ValidationError,
+                    WriteUnit(
+                        s.id,
+                        events_for(s.id, 1),
+                        runs=[RunWrite(attrs.evolve(done, created_at=done.created_at + timedelta(seconds=1)))],
+                    ),
+                ),
             ]
             for error, unit in cases:
                 with pytest.raises(error):
