@@ -256,6 +256,9 @@ def prepare(conn: duckdb.DuckDBPyConnection, where: str, *, read_only: bool) -> 
                 ) from None
             raise
         log.warning("upgraded %s from store schema version %d to %d: %s", where, step, step + 1, did)
+    if not read_only and not conn.execute("SELECT 1 FROM duckdb_views() WHERE view_name = 'events'").fetchone():
+        conn.execute(VIEW)  # the view SQL users (and the id lookups) read; someone dropped it
+        log.warning("%s: the events view was missing and is made again", where)
     return version
 
 

@@ -285,3 +285,21 @@ def test_a_merge_that_runs_out_of_disk_changes_nothing(tmp_path: Path) -> None:
     assert data["seqs"] == 4000 and data["merged"] == 4000
     counts = _counts(path)
     assert counts[LEVELS[-1]] == counts["log"] == counts["events"] == 4000 and counts["hot"] == 0
+
+
+async def test_a_dropped_events_view_is_made_again(tmp_path: Path) -> None:
+    path = tmp_path / "view.duckdb"
+    store = DuckDBStore(path)
+    await store.open()
+    s = await create_session(store)
+    await store.append(s.id, _events(s.id, 3))
+    await store.close()
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("DROP VIEW events")
+    again = DuckDBStore(path)
+    await again.open()
+    try:
+        assert [e.seq for e in await again.read(s.id)] == [1, 2, 3]
+    finally:
+        await again.close()
+    assert _counts(path)["events"] == 3
