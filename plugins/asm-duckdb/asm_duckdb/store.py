@@ -178,6 +178,9 @@ class DuckDBStore(LogReads, RecordReads):
                 if ended:
                     log.info("%s: %d lease(s) of a previous process ended at open", self.path, ended)
             cursors = [conn.cursor() for _ in range(READERS)]
+            compactor = None
+            if not self.read_only:
+                compactor = Compactor(conn, str(self.path), self.hot_events, lambda: self.stats.events, self._mark)
             self._marks = None if self.read_only else Marks(real, marks)
         except BaseException:
             try:
@@ -195,8 +198,7 @@ class DuckDBStore(LogReads, RecordReads):
         self.records.clear()
         self.tail.clear()
         self._readers = cf.ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="asm-duckdb-read")
-        if not self.read_only:
-            self._compactor = Compactor(conn, str(self.path), self.hot_events, lambda: self.stats.events, self._mark)
+        self._compactor = compactor
         self._writer = Writer(
             self.path,
             conn,
