@@ -17,19 +17,18 @@ import logging
 import queue
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
-from asm_kernel.errors import StorageError, StoreClosedError, StoreReadOnlyError, ValidationError
-from asm_kernel.model import Event, Fence, Run, utcnow
-from asm_kernel.storage import check_claim, check_unit
-from asm_kernel.writes import Committed, StoreCapabilities, WriteUnit
+from asm_kernel.errors import StorageError, StoreClosedError, StoreReadOnlyError
+from asm_kernel.model import utcnow
+from asm_kernel.writes import StoreCapabilities
 
 from .caches import Records, Tail
-from .compactor import Compactor, Merge
+from .compactor import Compactor
 from .files import FileClaim, connect, real_path
 from .layout import HOT_EVENTS
 from .marks import Marks, check, losses_before
@@ -37,6 +36,7 @@ from .reads import LogReads
 from .recordreads import RecordReads
 from .schema import SCHEMA_VERSION, expire_leases, log_state, prepare
 from .writer import BEHIND_MAX_DELAY, BEHIND_MAX_ROWS, DuckDBStats, Req, Writer
+from .writing import Writing
 
 __all__ = [
     "DuckDBStore",
@@ -73,19 +73,7 @@ def _close_all_at_exit() -> None:
             log.exception("closing %r at exit failed", store)
 
 
-def _behind(unit: WriteUnit) -> bool:
-    """A unit fast mode may acknowledge before its commit: events alone, marked not ``durable``.
-
-    The kernel marks stream deltas and a tool round's intermediate events ``durable=False``; a
-    unit that writes a session or run record, has record conditions, or is durable (the
-    default) is always awaited to its commit.
-    """
-    if unit.durable or not unit.events or unit.new_session or unit.session or unit.new_runs or unit.runs:
-        return False
-    return unit.session_status is None and not unit.no_live_runs
-
-
-class DuckDBStore(LogReads, RecordReads):
+class DuckDBStore(Writing, LogReads, RecordReads):
     """The asm store in one DuckDB file. See the module docstring and the README."""
 
     def __init__(
@@ -312,36 +300,6 @@ class DuckDBStore(LogReads, RecordReads):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _submit(self, req: Req) -> Any:
-        self._check_writable()
-        with self._submit_lock:
-            self._check_open()
-            assert self._writer is not None
-            self._writer.queue.put(req)
-        fut = req.fut
-        assert isinstance(fut, asyncio.Future)
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError as exc:
-            if req.withdraw():
-                fut.cancel()
-                raise
-            cancel = exc
-        # The writer has the request: it will be written or refused whatever the caller does, so
-        # a cancel must not hide which. Like a write with no await point, the unit is atomic with
-        # respect to cancellation: its answer is returned and the cancel is delivered at the
-        # caller's next await.
-        while not fut.done():
-            try:
-                await asyncio.wait([fut])
-            except asyncio.CancelledError:
-                continue
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-            task.cancel(*cancel.args)
-        return fut.result()
-
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         self._check_open()
         readers = self._readers
@@ -361,77 +319,3 @@ class DuckDBStore(LogReads, RecordReads):
             raise StorageError(f"reading {self.path} failed: {exc}", file=str(self.path)) from exc
         finally:
             self._cursors.put(cur)
-
-    async def compact(self, *, full: bool = False) -> Merge | None:
-        """Merge the hot table into the sorted levels now (see :mod:`asm_duckdb.layout`).
-
-        The store does this by itself once ``hot_events`` rows are hot; call it after a bulk
-        import, or with ``full=True`` to merge every level into the last (the fewest row groups
-        per session a read can touch). Returns what was merged, or None when nothing was hot.
-        Writes and reads go on meanwhile.
-        """
-        self._check_open()
-        self._check_writable()
-        await self.flush()
-        compactor = self._compactor
-        assert compactor is not None
-        try:
-            return await asyncio.to_thread(compactor.merge, full=full)
-        except duckdb.Error as exc:
-            raise StorageError(
-                f"merging the events of {self.path} failed: {exc}",
-                hint="nothing changed; the store merges again later (check free disk space)",
-                file=str(self.path),
-            ) from None
-
-    async def flush(self) -> None:
-        """Commit every acknowledged write-behind event now."""
-        if self.read_only:
-            return
-        await self._submit(Req("flush", _future()))
-
-    # -- writing ----------------------------------------------------------------------------
-
-    async def commit(self, unit: WriteUnit) -> Committed:
-        self._check_open()
-        self._check_writable()
-        payloads = check_unit(unit)
-        behind = self.durability == "fast" and _behind(unit)
-        if behind and unit.fence is not None:
-            assert self._writer is not None
-            done = self._writer.try_fast(unit, payloads)
-            if done is not None:
-                return done
-        return await self._submit(Req("unit", _future(), unit, payloads, behind=behind))  # type: ignore[no-any-return]
-
-    async def append(
-        self,
-        session_id: str,
-        events: Sequence[Event],
-        *,
-        expected_seq: int | None = None,
-        fence: Fence | None = None,
-        durable: bool = True,
-    ) -> list[Event]:
-        if not isinstance(events, Sequence) or isinstance(events, str | bytes):
-            raise ValidationError("append takes a sequence of Event", path="events")
-        unit = WriteUnit(session_id, events, expected_seq=expected_seq, fence=fence, durable=durable)
-        return list((await self.commit(unit)).events)
-
-    async def claim_runs(
-        self, owner: str, *, limit: int, lease_ttl: float, max_running_per_session: int = 1
-    ) -> list[Run]:
-        self._check_open()
-        check_claim(owner, limit, lease_ttl, max_running_per_session)
-        args = (owner, limit, float(lease_ttl), max_running_per_session)
-        return await self._submit(Req("claim", _future(), args=args))  # type: ignore[no-any-return]
-
-    async def renew_leases(self, fences: Sequence[Fence], ttl: float) -> list[str]:
-        self._check_open()
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 0:
-            raise ValidationError(f"ttl must be a number of seconds >= 0, got {ttl!r:.40}", path="ttl")
-        return await self._submit(Req("renew", _future(), args=(list(fences), float(ttl))))  # type: ignore[no-any-return]
-
-
-def _future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
