@@ -26,6 +26,7 @@ __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_BATCH",
     "MAX_DEPTH",
+    "append_unit",
     "check_batch",
     "check_unit",
     "check_session",
@@ -100,6 +101,20 @@ def _check_name(value: Any, path: str, *, optional: bool = False) -> None:
         raise ValidationError(f"must be a non-empty string, got {value!r:.60}", path=path)
     if not _text_ok(value):
         raise ValidationError("is not valid Unicode (a lone surrogate)", path=path)
+
+
+def append_unit(
+    session_id: str,
+    events: Sequence[Event],
+    *,
+    expected_seq: int | None = None,
+    fence: Fence | None = None,
+    durable: bool = True,
+) -> WriteUnit:
+    """The unit a store's ``append`` commits: ``events`` alone, under its conditions."""
+    if not isinstance(events, Sequence) or isinstance(events, str | bytes):
+        raise ValidationError("append takes a sequence of Event", path="events")
+    return WriteUnit(session_id, events, expected_seq=expected_seq, fence=fence, durable=durable)
 
 
 def check_batch(session_id: str, events: Sequence[Event], expected_seq: int | None = None) -> list[str]:

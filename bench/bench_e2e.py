@@ -90,7 +90,6 @@ def duckdb_floor(path: Path, runs: int, deltas: int) -> list[float]:
     """What a run's two durability points cost in DuckDB itself: the statements asm's start and
     outcome transactions run (session + run + 5 event rows; run update + the deltas and 3 event
     rows), written with plain ``execute`` on asm's own tables, one transaction each."""
-    import asyncio as aio
     import json
     import uuid
     from datetime import UTC, datetime
@@ -103,7 +102,7 @@ def duckdb_floor(path: Path, runs: int, deltas: int) -> list[float]:
         await store.open()
         await store.close()
 
-    aio.run(create())
+    asyncio.run(create())
     con = duckdb.connect(str(path))
     now = datetime.now(UTC)
     usage = json.dumps({"input_tokens": 5, "output_tokens": 20})

@@ -16,7 +16,7 @@ from attrs import evolve, frozen
 from .. import hookimpl
 from ..errors import RunNotFoundError, SessionNotFoundError, StoreClosedError, ValidationError
 from ..model import Event, Fence, Run, RunStatus, Session, SessionStatus, utcnow
-from ..storage import Notifier, check_claim, check_page, check_read_args, check_unit, wait_for_events
+from ..storage import Notifier, append_unit, check_claim, check_page, check_read_args, check_unit, wait_for_events
 from ..writes import Committed, StoreCapabilities, UnitState, WriteUnit, plan_unit
 from ..writes import lease_expired as lease_expired_at
 
@@ -122,9 +122,7 @@ class MemoryStore:
         fence: Fence | None = None,
         durable: bool = True,
     ) -> list[Event]:
-        if not isinstance(events, Sequence) or isinstance(events, str | bytes):
-            raise ValidationError("append takes a sequence of Event", path="events")
-        unit = WriteUnit(session_id, events, expected_seq=expected_seq, fence=fence, durable=durable)
+        unit = append_unit(session_id, events, expected_seq=expected_seq, fence=fence, durable=durable)
         return list((await self.commit(unit)).events)
 
     async def claim_runs(

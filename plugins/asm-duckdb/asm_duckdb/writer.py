@@ -314,7 +314,7 @@ class Writer:
         commit = awaited or force or due or self.failing is not None
         # Owed rows ride in the group's own event insert when it has one (one statement less
         # at a run's outcome: a DuckDB statement costs about a millisecond here).
-        fold = bool(pending) and not isolate and any(w.rows for w in writes if w is not None)
+        fold = bool(pending) and not isolate and any(w.rows for w in writes)
         batch = [] if isolate else statements(writes, ov, self.number, first=pending if fold else ())  # type: ignore[arg-type]
         conn = self.conn
         try:

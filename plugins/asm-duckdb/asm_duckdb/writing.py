@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 from asm_kernel.errors import StorageError, ValidationError
 from asm_kernel.model import Event, Fence, Run
-from asm_kernel.storage import check_claim, check_unit
+from asm_kernel.storage import append_unit, check_claim, check_unit
 from asm_kernel.writes import Committed, WriteUnit
 
 from .compactor import Compactor, Merge
@@ -129,9 +129,7 @@ class Writing:
         fence: Fence | None = None,
         durable: bool = True,
     ) -> list[Event]:
-        if not isinstance(events, Sequence) or isinstance(events, str | bytes):
-            raise ValidationError("append takes a sequence of Event", path="events")
-        unit = WriteUnit(session_id, events, expected_seq=expected_seq, fence=fence, durable=durable)
+        unit = append_unit(session_id, events, expected_seq=expected_seq, fence=fence, durable=durable)
         return list((await self.commit(unit)).events)
 
     async def claim_runs(

@@ -18,7 +18,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import psycopg
 from asm_kernel.errors import RunNotFoundError, SessionNotFoundError, StoreClosedError, ValidationError
 from asm_kernel.model import Event, Fence, Run, RunStatus, Session, SessionStatus
-from asm_kernel.storage import check_claim, check_page, check_read_args, check_unit
+from asm_kernel.storage import append_unit, check_claim, check_page, check_read_args, check_unit
 from asm_kernel.writes import Committed, Durability, StoreCapabilities, WriteUnit
 
 from . import claims, schema
@@ -213,9 +213,7 @@ class PostgresStore:
         expected_seq: int | None = None,
         fence: Fence | None = None,
     ) -> list[Event]:
-        if not isinstance(events, Sequence) or isinstance(events, str | bytes):
-            raise ValidationError("append takes a sequence of Event", path="events")
-        unit = WriteUnit(session_id, events, expected_seq=expected_seq, fence=fence)
+        unit = append_unit(session_id, events, expected_seq=expected_seq, fence=fence)
         return list((await self.commit(unit)).events)
 
     @_on_loop
