@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,8 @@ class SessionManager(RunOps, ContextOps):
         self._kernel = kernel
         # Tail cache: the transcript of recently active sessions, extended by seq (LRU-bounded).
         self._transcripts: OrderedDict[str, TranscriptBuilder] = OrderedDict()
+        #: Runs of each session executing in this process now (see ``runtime.overlap_start``).
+        self.executing: Counter[str] = Counter()
         self._transcript_bytes = 0
         #: See :data:`TRANSCRIPT_CACHE_BYTES`.
         self.transcript_cache_bytes = TRANSCRIPT_CACHE_BYTES
@@ -323,6 +325,27 @@ class SessionManager(RunOps, ContextOps):
             _, dropped = self._transcripts.popitem(last=False)
             self._transcript_bytes -= dropped.size
         return builder
+
+    def seed_transcript(self, session_id: str) -> TranscriptBuilder:
+        """An empty cached transcript for a session this process is creating (no store read)."""
+        builder = self._transcripts.get(session_id)
+        if builder is None:
+            builder = self._transcripts[session_id] = TranscriptBuilder()
+            self._transcript_bytes += builder.size
+        return builder
+
+    def feed_transcript(self, session_id: str, builder: TranscriptBuilder, events: Sequence[Event]) -> None:
+        """Feed ``events`` to a transcript builder, keeping the cache's byte count right."""
+        before = builder.size
+        builder.feed(events)
+        if self._transcripts.get(session_id) is builder:
+            self._transcript_bytes += builder.size - before
+
+    def forget_transcript(self, session_id: str) -> None:
+        """Drop the session's cached transcript: the next read rebuilds it from the log."""
+        builder = self._transcripts.pop(session_id, None)
+        if builder is not None:
+            self._transcript_bytes -= builder.size
 
     @property
     def transcript_cache(self) -> tuple[int, int]:

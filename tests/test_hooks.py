@@ -82,7 +82,8 @@ class Recorder:
 async def test_lifecycle_hooks_fire_in_order() -> None:
     rec = Recorder()
     provider = scripted([{"text": "hello"}])
-    kernel = Kernel({"store": {"use": "memory"}}, providers={"s": provider}, plugins=[rec], load_plugins=True)
+    config = {"store": {"use": "memory"}, "runtime": {"overlap_start": False}}
+    kernel = Kernel(config, providers={"s": provider}, plugins=[rec], load_plugins=True)
     async with kernel:
         result = await kernel.run_once("hi")
         stored = await kernel.sessions.events(result.session_id)
@@ -109,6 +110,30 @@ async def test_lifecycle_hooks_fire_in_order() -> None:
     assert provider.requests[0].system == "rewritten by hook"
     finished = next(c for n, c in rec.calls if n == "asm_run_finished")
     assert finished["result"].output == "hello" and finished["run"].status.value == "completed"
+
+
+async def test_an_overlapped_start_fires_run_started_once_stored_and_before_any_output() -> None:
+    """With ``overlap_start`` (the default) the request may go out before the start is stored:
+    ``asm_run_started`` fires when it is, and before any later event of the run is stored."""
+    rec = Recorder()
+    provider = scripted([{"text": "hello"}])
+    kernel = Kernel({"store": {"use": "memory"}}, providers={"s": provider}, plugins=[rec], load_plugins=True)
+    async with kernel:
+        result = await kernel.run_once("hi")
+    names = [n for n in rec.names() if n not in ("asm_configure_pipeline", "asm_kernel_started", "asm_kernel_stopping")]
+    assert sorted(names) == sorted(
+        ["asm_route_candidates", "asm_session_transition", "asm_session_transition", "asm_run_started",
+         "asm_before_provider_request", "asm_after_provider_response", "asm_run_finished"]
+        + ["asm_event_appended"] * names.count("asm_event_appended")
+    )  # fmt: skip
+    started = names.index("asm_run_started")
+    appended = [c["event"] for n, c in rec.calls if n == "asm_event_appended"]
+    start_events = [e for e in appended if e.type in ("session_created", "session_activated", "run_started",
+                                                       "message_sent", "routing_decided")]  # fmt: skip
+    assert [e.seq for e in start_events] == [1, 2, 3, 4, 5]
+    later = [i for i, n in enumerate(names) if n == "asm_event_appended"][len(start_events):]
+    assert later and all(i > started for i in later)  # nothing after the start is stored before it
+    assert names.index("asm_run_finished") > started and result.status.value == "completed"
 
 
 async def test_before_request_hooks_chain() -> None:

@@ -219,8 +219,9 @@ These are not isolated: an exception they raise fails the run (`error_occurred`,
 `run_failed`); an exception that is not an `AsmError` is wrapped in a `PluginError` naming the
 plugin.
 
-For one run started with `kernel.run_once("hi")` in a new session, the hooks fire in this order
-(`asm_event_appended` additionally fires once for each stored event, in `seq` order):
+For one run started with `kernel.run_once("hi")` in a new session, with `[runtime]
+overlap_start = false`, the hooks fire in this order (`asm_event_appended` additionally fires
+once for each stored event, in `seq` order):
 
 1. `asm_route_candidates`
 2. `asm_session_transition` (created: `old_status` is None) and again (`pending` to `active`):
@@ -229,6 +230,12 @@ For one run started with `kernel.run_once("hi")` in a new session, the hooks fir
 4. `asm_before_provider_request`, then `asm_after_provider_response` (again for each model call
    when tools are involved; `asm_before_provider_request` also for each retry and failover)
 5. `asm_run_finished`
+
+With `overlap_start = true` (the default) the run's start unit is stored while the first request
+is prepared and sent (`asm_kernel.pipeline.overlap`), so `asm_before_provider_request` may fire
+before the two `asm_session_transition` calls and `asm_run_started`, which fire once the start is
+durable. Whatever the setting, `asm_run_started` fires before any later event of the run is
+stored (so before `asm_event_appended` for any of them) and before `asm_run_finished`.
 
 `asm_run_finished` also fires when the runtime cancels a queued run before it started, and when
 recovery closes a run whose owner stopped renewing its lease.

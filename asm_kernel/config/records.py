@@ -177,6 +177,9 @@ class RuntimeConfig:
     heartbeat_interval: float | None = field(default=None, validator=_positive_number)
     #: This process's worker id (owner of its runs' leases); default ``host:pid:random``.
     worker_id: str | None = field(default=None, validator=_not_empty)
+    #: Store a run's start behind its provider call instead of before it (see
+    #: :mod:`asm_kernel.pipeline.overlap`: nothing is stored or shown before the start is durable).
+    overlap_start: bool = True
 
 
 @frozen

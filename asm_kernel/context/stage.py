@@ -135,7 +135,7 @@ async def prepare(
     limits, hard = limits_for(settings, model_info(provider, model), state.options.max_tokens)
     if cap is not None:  # the retry after a context-length error: smaller than what was refused
         limits = evolve(limits, budget=min(cap, limits.budget) if limits.budget is not None else cap, truncate=True)
-    builder = await state.manager.transcript_builder(state.session.id)
+    builder = await state.transcript_builder()
     error = None
     if force_compact or settings.strategy == "summarize":
         error = await _maybe_compact(state, builder, settings, estimator, fixed, limits, name, model, force_compact)

@@ -38,6 +38,7 @@ from ..options import RunOptions
 from ..secrets import redact
 from ..shielding import finish
 from ..writes import RunWrite, WriteUnit
+from .overlap import StartRaced, settle
 from .state import LEASE_LOST, RunState
 from .writer import RunWriter
 
@@ -101,6 +102,26 @@ async def drive(
     SystemExit that interrupted it; raises without a terminal unit when the run is not this
     worker's to close (``StateError`` before it started, ``LeaseLostError``).
     """
+    manager.executing[session.id] += 1
+    try:
+        return await _drive(manager, session, run, options, stored=stored, listener=listener,
+                            creates_session=creates_session)  # fmt: skip
+    finally:
+        manager.executing[session.id] -= 1
+        if manager.executing[session.id] <= 0:
+            del manager.executing[session.id]
+
+
+async def _drive(
+    manager: SessionManager,
+    session: Session,
+    run: Run,
+    options: RunOptions,
+    *,
+    stored: bool,
+    listener: Callable[[Event], None] | None,
+    creates_session: Event | None,
+) -> tuple[RunResult, AsmError | None]:
     writer = RunWriter(manager, session.id, listener)
     state = RunState(manager, session, run, options, writer, stored=stored)
     state.creates_session = creates_session
@@ -112,7 +133,13 @@ async def drive(
     try:
         try:
             async with asyncio.timeout(options.timeout) as scope:
-                await manager.kernel.pipeline.run(state)
+                try:
+                    await manager.kernel.pipeline.run(state)
+                except StartRaced as exc:
+                    # Nothing of the first attempt was stored or shown: start again, serially.
+                    log.info("run %s: start raced (%s); starting again", run.id, exc.message)
+                    state = _again(state, run, session, creates_session, listener)
+                    await manager.kernel.pipeline.run(state)
         except TimeoutError:
             if not scope.expired():
                 raise
@@ -157,6 +184,18 @@ async def drive(
     if interrupt is not None:
         raise interrupt
     return result, error
+
+
+def _again(
+    state: RunState, run: Run, session: Session, creates_session: Event | None, listener: Callable[[Event], None] | None
+) -> RunState:
+    """A fresh state for a run whose overlapped start raced; its start is awaited this time."""
+    again = RunState(state.manager, session, run, state.options, RunWriter(state.manager, session.id, listener),
+                     stored=state.stored)  # fmt: skip
+    again.creates_session = creates_session
+    again.task = state.task
+    again.serial_start = True
+    return again
 
 
 def _lost(state: RunState) -> LeaseLostError:
@@ -230,6 +269,7 @@ def terminal_unit(
 
 async def _terminal(state: RunState, status: RunStatus, error: AsmError | None, extra: dict[str, Any]) -> RunResult:
     manager = state.manager
+    await settle(state)  # a start stored behind the call decides what the terminal unit updates
     final, unit = terminal_unit(state, status, error, extra)
     try:
         try:

@@ -36,12 +36,13 @@ from attrs import evolve
 
 from ..errors import AlreadyExistsError, PluginError, StateError, ValidationError, WriteConflictError
 from ..events import EventType
-from ..model import RunStatus, SessionStatus
+from ..model import Run, RunStatus, Session, SessionStatus
 from ..routing import history_needs, plan_route
 from ..serialization import to_dict
 from ..shielding import through_cancel
-from ..writes import RunWrite, WriteUnit
+from ..writes import Committed, RunWrite, WriteUnit
 from .call import call_provider, model_for
+from .overlap import Finished, can_overlap, launch, not_pending
 from .tools import tools_stage
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ async def prepare(state: RunState) -> None:
     needs = history_needs([state.run.input])
     last_provider = None
     if state.creates_session is None:  # a session made by this run has no history yet
-        await manager.transcript(state.session.id)
+        state.builder = await manager.transcript_builder(state.session.id)
         needs |= manager.transcript_needs(state.session.id)
         last_provider = await manager.last_provider(state.session.id)
     state.plan = await plan_route(state.kernel, state.session, state.run, state.options, needs, last_provider)
@@ -248,6 +249,11 @@ async def start(state: RunState) -> None:
                 session_status=[session.status],
                 new_runs=[RunWrite(running, lease_ttl=ttl)],
             )
+        if can_overlap(state):  # stored behind the provider call (asm_kernel.pipeline.overlap)
+            launch(state, unit, running, _finished(run, session, activated))
+            # One turn of the loop: the unit reaches the store now, not at the call's first wait.
+            await asyncio.sleep(0)
+            return
         cancelled: asyncio.CancelledError | None = None
         try:
             committed, cancelled = await through_cancel(state.writer.unit(unit, with_deferred=False))
@@ -260,14 +266,26 @@ async def start(state: RunState) -> None:
             continue
         except WriteConflictError as exc:
             if exc.details.get("record") != "session":
-                raise StateError(
-                    f"run {run.id} is no longer pending ({exc.details.get('actual', '?')}); "
-                    "only a pending run can be executed",
-                    hint="another worker or a cancel got to it first",
-                ) from None
+                raise not_pending(run.id, exc) from None
             state.session = await manager.get(session.id)  # the session changed: look again
             continue
-        state.run = committed.run(run.id)
+        _finished(run, session, activated)(state, committed)
+        if cancelled is not None:
+            raise cancelled  # now the run is known to be started: its terminal unit ends it
+        return
+    raise StateError(f"session {state.session.id} kept changing while run {state.run.id} tried to start")
+
+
+def _finished(run: Run, session: Session, activated: Session | None) -> Finished:
+    """What follows a committed start unit: the run is ``running`` here, under its lease."""
+
+    def finished(state: RunState, committed: Committed) -> None:
+        manager = state.manager
+        stored = committed.run(run.id)
+        # What the stages added meanwhile (an overlapped start settles after the call began).
+        current = state.run
+        state.run = evolve(stored, usage=current.usage, cost=current.cost, model=current.model,
+                           provider=current.provider)  # fmt: skip
         state.stored = True
         state.writer.fence = state.run.lease
         state.kernel.leases.hold(state.run, state.on_lease_lost)
@@ -292,10 +310,8 @@ async def start(state: RunState) -> None:
                 new_status=SessionStatus.ACTIVE,
             )
         state.notify("asm_run_started", session=state.session, run=state.run)
-        if cancelled is not None:
-            raise cancelled  # now the run is known to be started: its terminal unit ends it
-        return
-    raise StateError(f"session {state.session.id} kept changing while run {state.run.id} tried to start")
+
+    return finished
 
 
 async def preflight(state: RunState) -> None:
@@ -303,7 +319,7 @@ async def preflight(state: RunState) -> None:
     policies = state.kernel.policies
     if not policies:
         return
-    history = await state.manager.transcript(state.session.id)
+    history = (await state.transcript_builder()).messages()
     for policy in policies:
         await policy.check_run(session=state.session, run=state.run, history=history)
 

@@ -19,6 +19,7 @@ from ..model import Event, Message, MessageDone, Run, Session, ToolSpec, ToolUse
 from ..options import RunOptions
 
 if TYPE_CHECKING:
+    from ..context.transcript import TranscriptBuilder
     from ..kernel import Kernel
     from ..routing import RoutePlan
     from ..sessions import SessionManager
@@ -87,6 +88,13 @@ class RunState:
         self.resumed = False
         #: Per-plugin scratch space: ``state.data["myplugin"] = ...``.
         self.data: dict[str, Any] = {}
+        #: The session's transcript as ``prepare`` read it (the start's events fed to it while
+        #: its unit is in flight; see :mod:`asm_kernel.pipeline.overlap`).
+        self.builder: TranscriptBuilder | None = None
+        #: The start unit being stored behind the provider call, until it is settled.
+        self.starting: asyncio.Future[None] | None = None
+        #: Wait for the start unit before anything else (a run whose overlapped start raced).
+        self.serial_start = False
 
     def __repr__(self) -> str:
         return f"RunState(run={self.run.id!r}, turn={self.turn}, status={self.run.status.value})"
@@ -96,6 +104,24 @@ class RunState:
         self.lease_lost = True
         if self.task is not None and not self.task.done():
             self.task.cancel(LEASE_LOST)
+
+    async def started(self) -> None:
+        """Wait until the run's start is durable (at once unless it is stored behind the call).
+
+        Raises what the start failed with. Every write of the run waits for it anyway; a stage
+        or plugin that reads the run's stored records calls this first.
+        """
+        if self.starting is not None:
+            await asyncio.shield(self.starting)
+
+    async def transcript_builder(self) -> TranscriptBuilder:
+        """The session's transcript as this run sees it, its own start included."""
+        from .overlap import provisional_builder
+
+        builder = provisional_builder(self)
+        if builder is not None:
+            return builder
+        return await self.manager.transcript_builder(self.session.id)
 
     # -- events -----------------------------------------------------------------------------
 

@@ -7,12 +7,16 @@
 * :meth:`RunWriter.unit` commits a durable point — the start, a tool round, the outcome — as one
   atomic unit with whatever was deferred.
 
+While the run's start unit is being stored behind the provider call (``runtime.overlap_start``,
+see :mod:`asm_kernel.pipeline.overlap`), every write waits for it first (:attr:`RunWriter.barrier`):
+nothing of the run reaches the store or the caller before its start is durable.
+
 Every stored event is handed to the run's listener (the caller's stream) in seq order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from attrs import evolve
@@ -35,6 +39,8 @@ class RunWriter:
         self.fence: Fence | None = None
         self._deferred: list[Event] = []
         self._listener = listener
+        #: Awaited before every write while the start unit is in flight (raises if it failed).
+        self.barrier: Callable[[], Awaitable[None]] | None = None
 
     @property
     def deferred(self) -> tuple[Event, ...]:
@@ -58,6 +64,8 @@ class RunWriter:
         ``durable=False`` marks them as a store may acknowledge before committing (stream deltas,
         a tool round's intermediate events): the run's next durable write commits them too.
         """
+        if self.barrier is not None:
+            await self.barrier()
         batch = [*self._deferred, *events]
         committed = await self._manager.commit(WriteUnit(self.session_id, batch, fence=self.fence, durable=durable))
         self._deferred = []
@@ -66,11 +74,19 @@ class RunWriter:
 
     async def unit(self, unit: WriteUnit, *, with_deferred: bool = True) -> Committed:
         """Commit ``unit`` (deferred events first) and hand its events to the listener."""
+        if self.barrier is not None:
+            await self.barrier()
         if with_deferred and self._deferred:
             unit = evolve(unit, events=(*self._deferred, *unit.events))
         committed = await self._manager.commit(unit)
         if with_deferred:
             self._deferred = []
+        self._hand_over(committed.events)
+        return committed
+
+    async def commit_start(self, unit: WriteUnit) -> Committed:
+        """Commit the start unit itself (never behind a barrier: it is the barrier)."""
+        committed = await self._manager.commit(unit)
         self._hand_over(committed.events)
         return committed
 
