@@ -1,15 +1,18 @@
 """A whole run end to end: the raw openai SDK beside asm on the memory and DuckDB stores.
 
-    python bench/bench_e2e.py [--runs 200] [--deltas 20]
+    python bench/bench_e2e.py [--runs 200] [--deltas 20] [--ttft 0.05]
 
 Every variant streams the same answer (``--deltas`` text deltas) from the same local fake
 OpenAI server (``asm_openai.testing.FakeOpenAI``, real HTTP, the official SDK), one run at a
-time, in one process:
+time. The server runs in a process of its own, as a provider does: in this process its thread
+would take the interpreter from the client it serves.
 
 * ``raw SDK``        ``AsyncOpenAI.chat.completions.create(stream=True)``, chunks consumed;
 * ``asm memory``     ``kernel.run_once(...)`` on the memory store: a new session per run, so
   each request carries one message, like the raw SDK's;
 * ``asm duckdb X``   the same on a DuckDB file in durability mode X (``fast`` is the default);
+* ``..., serial start`` the same with ``[runtime] overlap_start = false``: the run waits for its
+  start's transaction before the request goes out (the default stores it meanwhile);
 * ``duckdb floor``   no model call: only the statements of a run's two DuckDB transactions,
   written directly on asm's tables - what DuckDB itself charges for the two durability points;
 * ``..., 1 session`` every run in one session (``kernel.run(session_id, ...)``): request ``i``
@@ -17,7 +20,9 @@ time, in one process:
   and are not comparable with the raw SDK's.
 
 Printed: p50 / p90 ms per run, the difference to the raw SDK, the ratio to the memory store,
-and DuckDB transactions per run (commits counted by the store). Nothing is asserted.
+and DuckDB transactions per run (commits counted by the store). A second table repeats the
+first rows with a server that takes ``--ttft`` seconds to answer (a real model's time to first
+token, during which an overlapped start is stored). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -57,12 +62,13 @@ async def raw_sdk(base_url: str, runs: int) -> list[float]:
 
 
 async def with_asm(
-    base_url: str, runs: int, store: dict[str, Any], *, shared: bool = False
+    base_url: str, runs: int, store: dict[str, Any], *, shared: bool = False, overlap: bool = True
 ) -> tuple[list[float], float | None]:
     from asm_kernel import Kernel
 
     config = {
         "store": store,
+        "runtime": {"overlap_start": overlap},
         "providers": [{"name": "gpt", "use": "openai", "api": "chat", "base_url": base_url, "api_key": "sk-bench",
                        "model": MODEL}],
     }  # fmt: skip
@@ -146,40 +152,89 @@ def duckdb_floor(path: Path, runs: int, deltas: int) -> list[float]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--deltas", type=int, default=20)
-    args = parser.parse_args()
+def _serve(conn: Any, deltas: int, ttft: float) -> None:
+    """The fake OpenAI server, in a process of its own, until the parent says stop."""
     from asm_openai.testing import FakeOpenAI, Reply, Text
 
-    rows: list[tuple[str, list[float], float | None]] = []
-    with FakeOpenAI(default=Reply(output=[Text(_answer(args.deltas), chunk_size=4)])) as fake, \
-            tempfile.TemporaryDirectory(prefix="asm-e2e-") as tmp:  # fmt: skip
-        rows.append(("raw SDK", asyncio.run(raw_sdk(fake.base_url, args.runs)), None))
-        lat, _ = asyncio.run(with_asm(fake.base_url, args.runs, {"use": "memory"}))
-        rows.append(("asm memory", lat, None))
-        for mode in ("fast", "safe"):
-            store = {"use": "duckdb", "path": str(Path(tmp) / f"{mode}.duckdb"), "durability": mode}
-            lat, per_run = asyncio.run(with_asm(fake.base_url, args.runs, store))
-            rows.append((f"asm duckdb {mode}", lat, per_run))
-        rows.append(("duckdb floor", duckdb_floor(Path(tmp) / "floor.duckdb", args.runs, args.deltas), 2.0))
-        lat, _ = asyncio.run(with_asm(fake.base_url, args.runs, {"use": "memory"}, shared=True))
-        rows.append(("memory, 1 session", lat, None))
-        store = {"use": "duckdb", "path": str(Path(tmp) / "shared.duckdb")}
-        lat, per_run = asyncio.run(with_asm(fake.base_url, args.runs, store, shared=True))
-        rows.append(("duckdb, 1 session", lat, per_run))
+    reply = Reply(output=[Text(_answer(deltas), chunk_size=4)], first_byte_delay=ttft)
+    with FakeOpenAI(default=reply) as fake:
+        conn.send(fake.base_url)
+        conn.recv()
+
+
+class _Server:
+    def __init__(self, deltas: int, ttft: float) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, deltas, ttft), daemon=True)
+
+    def __enter__(self) -> str:
+        self._proc.start()
+        return str(self._conn.recv())
+
+    def __exit__(self, *_: object) -> None:
+        self._conn.send("stop")
+        self._proc.join(10)
+
+
+Row = tuple[str, list[float], float | None]
+
+
+def _print(title: str, rows: list[Row]) -> None:
     raw = statistics.median(rows[0][1]) * 1000
     memory = statistics.median(rows[1][1]) * 1000
-    print(f"{args.runs} runs, {args.deltas} streamed deltas each, one at a time - python {sys.version.split()[0]}")
-    header = f"{'variant':<18}{'p50 ms':>9}{'p90 ms':>9}{'vs raw ms':>11}{'x memory':>10}{'txn/run':>9}"
+    print(title)
+    header = f"{'variant':<28}{'p50 ms':>9}{'p90 ms':>9}{'vs raw ms':>11}{'x memory':>10}{'txn/run':>9}"
     print(header)
     print("-" * len(header))
     for label, lat, per_run in rows:
         p50 = statistics.median(lat) * 1000
         p90 = statistics.quantiles(lat, n=10)[8] * 1000
         txn = f"{per_run:.1f}" if per_run is not None else "-"
-        print(f"{label:<18}{p50:>9.2f}{p90:>9.2f}{p50 - raw:>+11.2f}{p50 / memory:>10.2f}{txn:>9}")
+        print(f"{label:<28}{p50:>9.2f}{p90:>9.2f}{p50 - raw:>+11.2f}{p50 / memory:>10.2f}{txn:>9}")
+    print()
+
+
+def _first_rows(base_url: str, runs: int, tmp: Path, tag: str) -> list[Row]:
+    rows: list[Row] = [("raw SDK", asyncio.run(raw_sdk(base_url, runs)), None)]
+    lat, _ = asyncio.run(with_asm(base_url, runs, {"use": "memory"}))
+    rows.append(("asm memory", lat, None))
+    store = {"use": "duckdb", "path": str(tmp / f"fast{tag}.duckdb")}
+    lat, per_run = asyncio.run(with_asm(base_url, runs, store))
+    rows.append(("asm duckdb fast", lat, per_run))
+    store = {"use": "duckdb", "path": str(tmp / f"serial{tag}.duckdb")}
+    lat, per_run = asyncio.run(with_asm(base_url, runs, store, overlap=False))
+    rows.append(("asm duckdb fast, serial start", lat, per_run))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--deltas", type=int, default=20)
+    parser.add_argument("--ttft", type=float, default=0.05, help="the second table's time to first token (s)")
+    args = parser.parse_args()
+    runs, deltas = args.runs, args.deltas
+    with tempfile.TemporaryDirectory(prefix="asm-e2e-") as name:
+        tmp = Path(name)
+        with _Server(deltas, 0.0) as base_url:
+            rows = _first_rows(base_url, runs, tmp, "")
+            store = {"use": "duckdb", "path": str(tmp / "safe.duckdb"), "durability": "safe"}
+            lat, per_run = asyncio.run(with_asm(base_url, runs, store))
+            rows.append(("asm duckdb safe", lat, per_run))
+            rows.append(("duckdb floor", duckdb_floor(tmp / "floor.duckdb", runs, deltas), 2.0))
+            lat, _ = asyncio.run(with_asm(base_url, runs, {"use": "memory"}, shared=True))
+            rows.append(("memory, 1 session", lat, None))
+            store = {"use": "duckdb", "path": str(tmp / "shared.duckdb")}
+            lat, per_run = asyncio.run(with_asm(base_url, runs, store, shared=True))
+            rows.append(("duckdb, 1 session", lat, per_run))
+        _print(f"{runs} runs, {deltas} streamed deltas each, one at a time - python {sys.version.split()[0]}", rows)
+        if args.ttft > 0:
+            with _Server(deltas, args.ttft) as base_url:
+                rows = _first_rows(base_url, runs, tmp, "-ttft")
+            _print(f"the same, {args.ttft * 1000:g} ms to the first token", rows)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,13 @@ the table sizes and the merge time); then, after one warm-up open (it writes the
 on a fresh open: ``open`` (DuckDBStore.open: lease expiry and the lost-event check) plus
 ``recover`` (``list_runs(lease_expired=True)``), cold ``last(50)`` and a cold full read of a
 200-event session (sessions asm has not cached; p50 of 10 sessions), the first append to a
-session after open (p50 of 10 sessions), and the steady append cost (mean of 200 serial
-awaited appends to one session). Beside it, the same-run raw baseline: the same rows in one
-plain DuckDB table keyed (session_id, seq), in arrival order, on a fresh connection: ``open``,
-``ORDER BY seq DESC LIMIT 50``, ``ORDER BY seq`` of the session,
-and one ``max(seq)`` lookup + INSERT + commit (first) / one INSERT + commit (steady).
+session after open (p50 of 10 sessions), the steady append cost (mean of 200 serial
+awaited appends to one session), and open+recover again after a simulated ``kill -9`` (the
+marks file without its clean-close line: the open then reads every session's top seq).
+Beside it, the same-run raw baseline: the same rows in one plain DuckDB table keyed
+(session_id, seq), in arrival order, on a fresh connection: ``open``, ``ORDER BY seq DESC
+LIMIT 50``, ``ORDER BY seq`` of the session, and one ``max(seq)`` lookup + INSERT + commit
+(first) / one INSERT + commit (steady).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from pathlib import Path
 
 import duckdb
 from asm_duckdb.layout import HOT_EVENTS, LEVELS, LOG, session_key
+from asm_duckdb.marks import marks_path
 from asm_duckdb.store import DuckDBStore
 
 from asm_kernel.builtin.memory import MemoryStore
@@ -258,7 +261,7 @@ def raw_load(path: Path, session_id: str, n: int) -> None:
 # -- file-size table ---------------------------------------------------------------------------
 
 PER = 200
-SIZE_ROWS: list[tuple[int, str, float, float, float, float, float]] = []
+SIZE_ROWS: list[tuple[int, str, float, float, float, float, float, float | None]] = []
 #: Per size: (seconds spent merging while building, events per table after the build).
 BUILDS: dict[int, tuple[float, dict[str, int]]] = {}
 
@@ -339,7 +342,7 @@ def _p50(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
-async def asm_size(path: Path, sessions: int) -> tuple[float, float, float, float, float]:
+async def asm_size(path: Path, sessions: int) -> tuple[float, float, float, float, float, float | None]:
     warm = DuckDBStore(path)  # the first open writes the marks file (a file built without asm)
     await warm.open()
     await warm.close()
@@ -372,10 +375,21 @@ async def asm_size(path: Path, sessions: int) -> tuple[float, float, float, floa
         await store.append(sid, [Event(session_id=sid, type="note", payload={"i": i})])
     steady = (time.perf_counter() - t) / PER
     await store.close()
-    return opened * 1000, _p50(lasts), _p50(fulls), _p50(firsts), steady * 1000
+    # What a kill -9 leaves: every mark line, but not the clean close's (asm_duckdb.marks), so
+    # the open compares each session's top seq with its mark.
+    marks = marks_path(path)
+    data = marks.read_bytes().rstrip(b"\0")
+    marks.write_bytes(data[: data.rindex(b"#closed")])
+    t0 = time.perf_counter()
+    store = DuckDBStore(path)
+    await store.open()
+    await store.list_runs(lease_expired=True)
+    after_kill = time.perf_counter() - t0
+    await store.close()
+    return opened * 1000, _p50(lasts), _p50(fulls), _p50(firsts), steady * 1000, after_kill * 1000
 
 
-def raw_size(path: Path, sessions: int) -> tuple[float, float, float, float, float]:
+def raw_size(path: Path, sessions: int) -> tuple[float, float, float, float, float, float | None]:
     t0 = time.perf_counter()
     con = duckdb.connect(str(path))
     opened = time.perf_counter() - t0
@@ -402,7 +416,7 @@ def raw_size(path: Path, sessions: int) -> tuple[float, float, float, float, flo
         con.execute(sql, [uuid.uuid4().hex, sid, top + 1 + i])
     steady = (time.perf_counter() - t) / PER
     con.close()
-    return opened * 1000, _p50(lasts), _p50(fulls), _p50(firsts), steady * 1000
+    return opened * 1000, _p50(lasts), _p50(fulls), _p50(firsts), steady * 1000, None
 
 
 def size_table(d: Path, sizes: list[int]) -> None:
@@ -428,12 +442,13 @@ def print_size_table() -> None:
     print(f"File size: one session's reads and appends at N events (sessions of {PER}, interleaved); "
           "ms, p50 of 10 sessions unless noted")
     header = (f"{'events':>9} {'sessions':>8} {'what':<4} {'open+recover':>12} {'cold last50':>11} "
-              f"{'cold full200':>12} {'first append':>12} {'steady append':>13}")
+              f"{'cold full200':>12} {'first append':>12} {'steady append':>13} {'open after kill':>15}")
     print(header)
     print("-" * len(header))
-    for n, what, opened, last50, full, first, steady in SIZE_ROWS:
+    for n, what, opened, last50, full, first, steady, killed in SIZE_ROWS:
+        shown = f"{killed:>15.2f}" if killed is not None else f"{'-':>15}"
         print(f"{n:>9} {max(1, n // PER):>8} {what:<4} {opened:>12.2f} {last50:>11.2f} {full:>12.2f} "
-              f"{first:>12.2f} {steady:>13.3f}")
+              f"{first:>12.2f} {steady:>13.3f} {shown}")
     print("-" * len(header))
     for n, (merging, counts) in BUILDS.items():
         shown = ", ".join(f"{t} {c}" for t, c in counts.items())

@@ -8,9 +8,13 @@ without complaint: committed transactions are gone, and the log looks whole.
 So the store keeps, **outside DuckDB**, the highest committed seq of every session in a sidecar
 file next to the database (``<file>.marks``) - a truncation of the WAL cannot erase it together
 with the data. After every commit the writer adds one line per session it touched
-(``<session_id> <seq>\\n``; a later line wins). At open the sum of the marks (seqs are gapless,
-so a session holds exactly ``mark`` events) is compared with ``count(*)`` of the events table -
-one cheap query; only when they differ does the store compare each session's ``max(seq)``:
+(``<session_id> <seq>\\n``; a later line wins), and a clean close adds ``#closed <events>``. At
+open, after a clean close, the sum of the marks (seqs are gapless, so a session holds exactly
+``mark`` events) and that count are compared with ``count(*)`` of the events table - one cheap
+query; otherwise (a crash: the close line is missing) the store compares each session's
+``max(seq)`` - equal sums could hide a session holding more than its mark beside one that lost
+as many. From then on the marks are each session's top seq exactly (the planner numbers a
+session's first write from them):
 
 * a session holding fewer events than its mark lost ``mark - max(seq)`` committed events: the
   store logs a WARNING naming each, sets ``store.lost = {session_id: events lost}``, and keeps a
@@ -41,7 +45,7 @@ import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .layout import LOG
 
@@ -58,6 +62,8 @@ COMPACT_MIN = 4 * 2**20
 #: allocated blocks: appending (growing the file) made every DuckDB WAL sync flush the marks
 #: file's new blocks too (ext4 ``data=ordered``), which measurably slowed serial commits.
 CHUNK = 64 * 2**10
+#: The first word of the line a clean close writes last: ``#closed <events in the log>``.
+CLOSED = b"#closed"
 #: The background thread syncs the marks file at most this often (seconds): a sync per commit
 #: competes with DuckDB's own WAL sync for the disk and measurably slows serial commits.
 SYNC_INTERVAL = 0.02
@@ -74,11 +80,20 @@ def read_marks(path: Path) -> dict[str, int] | None:
     under-states what was committed, so skipping one can hide a loss but never invent one.
     """
     got = _read(path)
-    return None if got is None else got[0]
+    return None if got is None else got.marks
 
 
-def _read(path: Path) -> tuple[dict[str, int], int, bool] | None:
-    """``(marks, bytes used, clean)``: clean when only zeros follow the last complete line."""
+class _Got(NamedTuple):
+    marks: dict[str, int]
+    #: Bytes of complete lines (where the next line goes).
+    used: int
+    #: Only zeros follow the last complete line.
+    clean: bool
+    #: The event count of a clean close, when its line is the last one (nothing written since).
+    closed: int | None
+
+
+def _read(path: Path) -> _Got | None:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -86,13 +101,18 @@ def _read(path: Path) -> tuple[dict[str, int], int, bool] | None:
     used = data.rfind(b"\n") + 1
     clean = not data[used:].strip(b"\0")
     marks: dict[str, int] = {}
+    closed: int | None = None
     for line in data[:used].split(b"\n")[:-1]:  # the part after the last newline is torn or zeros
+        closed = None
         sid, _, seq = line.partition(b" ")
         try:
+            if sid == CLOSED:
+                closed = int(seq)
+                continue
             marks[sid.decode()] = max(marks.get(sid.decode(), 0), int(seq))
         except (UnicodeDecodeError, ValueError):
             continue
-    return marks, used, clean
+    return _Got(marks, used, clean, closed)
 
 
 def _lines(marks: Mapping[str, int]) -> bytes:
@@ -132,17 +152,22 @@ def check(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Compare the marks of ``db`` with its events; returns ``(marks now, events lost per session)``.
 
+    The marks returned are each session's last stored seq, exactly: after a clean close (its
+    line is the file's last and its count is the log's) they are the file's; otherwise they are
+    read from the log (one ``GROUP BY`` - after a crash, or a file from an older asm-duckdb).
     Writes nothing when ``read_only``; otherwise records a loss in ``asm_meta`` and rewrites the
     marks file compactly.
     """
     path = marks_path(db)
     got = _read(path)
-    marks, used, clean = got if got is not None else (None, 0, True)
+    marks, used, clean, closed = got if got is not None else (None, 0, True, None)
     counted = int(conn.execute(f"SELECT count(*) FROM {LOG}").fetchone()[0])  # type: ignore[index]
     lost: dict[str, int] = {}
-    if marks is not None and sum(marks.values()) == counted:
+    if marks is not None and closed == counted and sum(marks.values()) == counted:
         now = marks
     else:
+        # Equal sums are not enough: a session may hold more than its mark (a crash between a
+        # commit and its mark line) while another lost as many.
         now = stored_marks(conn)
         if marks is None:
             if counted:
@@ -165,7 +190,7 @@ def check(
         )
         if not read_only:
             _record_loss(conn, lost)
-    if not read_only and (marks is None or lost or now is not marks or not clean or used > 2 * len(_lines(now))):
+    if not read_only and (marks is None or lost or now != marks or not clean or used > 2 * len(_lines(now)) + 64):
         write_atomically(path, now)
     return dict(now), lost
 
@@ -193,7 +218,7 @@ class Marks:
         self.marks = marks
         self._lock = threading.Lock()
         got = _read(self.path)
-        self._size = got[1] if got is not None else 0  # where the next line goes
+        self._size = got.used if got is not None else 0  # where the next line goes
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         self._room = os.fstat(self._fd).st_size
         self._compact = max(self._size, 1)
@@ -257,12 +282,19 @@ class Marks:
             self._room = os.fstat(fd).st_size
         os.close(old)
 
-    def close(self) -> None:
+    def close(self, clean: bool = False) -> None:
+        """Stop syncing and close the file; ``clean``: every commit is in the file and its marks
+        are written, so a last line records the log's size and the next open can trust them."""
         self._closing = True
         self._wake.set()
         self._dirty.set()
         self._thread.join()
         try:
+            if clean and self.failed is None:
+                line = CLOSED + b" %d\n" % sum(self.marks.values())
+                with self._lock:
+                    os.pwrite(self._fd, line, self._size)
+                    self._size += len(line)
             os.fdatasync(self._fd)
         except OSError as exc:
             self._failed(exc)

@@ -94,12 +94,17 @@ class Planner:
         tail: Tail,
         clock: Callable[[], datetime],
         merge_mark: Callable[[], int] = lambda: 0,
+        last_committed: Callable[[str], int] | None = None,
     ) -> None:
         self.conn = conn
         self.records = records
         self.tail = tail
         self.clock = clock
         self.merge_mark = merge_mark
+        #: A session's last committed seq from the marks (exact from open on; see
+        #: :mod:`asm_duckdb.marks`), which spares the first write to a session a ``max(seq)``
+        #: over every part of the log. None: ask the log.
+        self.last_committed = last_committed
 
     # -- reading what the cache lacks -------------------------------------------------------
 
@@ -107,14 +112,23 @@ class Planner:
         state = self.records.session(session_id)
         if state is not None:
             return state
-        top, params = top_seq(session_id, self.merge_mark())
-        row = self.conn.execute(
-            f"SELECT {SESSION_SELECT}, ({top}) FROM sessions WHERE id = ?", [*params, session_id]
-        ).fetchone()
-        if row is None:
-            return None
-        seq = int(row[-1])
-        state = SessionState(session_from_row(row[:-1]), seq, seq, seq)
+        if self.last_committed is not None:
+            # Every event of a session the cache does not hold is committed (the cache keeps
+            # any session with acknowledged events not yet committed), so its mark is its top.
+            row = self.conn.execute(f"SELECT {SESSION_SELECT} FROM sessions WHERE id = ?", [session_id]).fetchone()
+            if row is None:
+                return None
+            seq = self.last_committed(session_id)
+        else:
+            top, params = top_seq(session_id, self.merge_mark())
+            row = self.conn.execute(
+                f"SELECT {SESSION_SELECT}, ({top}) FROM sessions WHERE id = ?", [*params, session_id]
+            ).fetchone()
+            if row is None:
+                return None
+            seq = int(row[-1])
+            row = row[:-1]
+        state = SessionState(session_from_row(row), seq, seq, seq)
         self.records.put_session(state)
         return state
 

@@ -199,6 +199,7 @@ class DuckDBStore(Writing, LogReads, RecordReads):
             on_commit=None if self.read_only else self._committed,
             next_n=next_n,
             merge_mark=self._merge_mark,
+            last_committed=self._last_committed if self._marks is not None else None,
         )
         with self._submit_lock:
             self._state = "open"
@@ -207,6 +208,11 @@ class DuckDBStore(Writing, LogReads, RecordReads):
             self._compactor.start()
         _LIVE.add(self)
         log.debug("opened %s (durability=%s, read_only=%s)", self.path, self.durability, self.read_only)
+
+    def _last_committed(self, session_id: str) -> int:
+        """A session's last committed seq (writer thread; the marks are exact while open)."""
+        assert self._marks is not None
+        return self._marks.marks.get(session_id, 0)
 
     def _merge_mark(self) -> int:
         """The current merge mark (see :mod:`asm_duckdb.layout`)."""
@@ -245,6 +251,8 @@ class DuckDBStore(Writing, LogReads, RecordReads):
         if writer is not None and writer.thread is not threading.current_thread():
             writer.thread.join()
         lost = writer.owed if writer is not None else 0
+        # Every acknowledged event committed and the writer stopped: the marks describe the file.
+        clean = writer is not None and lost == 0 and not writer.thread.is_alive()
         if self._compactor is not None:
             self._compactor.close()
             self._compactor = None
@@ -259,10 +267,11 @@ class DuckDBStore(Writing, LogReads, RecordReads):
             try:
                 self._conn.close()
             except duckdb.Error:
+                clean = False
                 log.exception("closing %s failed", self.path)
         self._conn = None
         if self._marks is not None:
-            self._marks.close()
+            self._marks.close(clean=clean)
             self._marks = None
         with self._submit_lock:
             if self._state == "closing":

@@ -87,6 +87,7 @@ class Writer:
         on_commit: Callable[[dict[str, int]], None] | None = None,
         next_n: int = 1,
         merge_mark: Callable[[], int] = lambda: 0,
+        last_committed: Callable[[str], int] | None = None,
     ) -> None:
         self.path = path
         self.conn = conn
@@ -102,7 +103,7 @@ class Writer:
         self._merge_mark = merge_mark
         #: The merge mark when the open transaction began (its snapshot's view of the log).
         self.txn_mark = 0
-        self.planner = Planner(conn, records, tail, clock, self.read_mark)
+        self.planner = Planner(conn, records, tail, clock, self.read_mark, last_committed)
         self.queue: queue.SimpleQueue[Req] = queue.SimpleQueue()
         #: Acknowledged rows not committed: inserted in the open transaction, or not yet.
         self.owed_inserted: list[Row] = []
