@@ -19,6 +19,19 @@ def _events(session_id: str, n: int) -> list[Event]:
     return [Event(session_id=session_id, type="note", payload={"i": i}) for i in range(n)]
 
 
+async def _written(path: Path, *counts: int) -> list[str]:
+    """A closed store file with one session per count, holding that many events; their ids."""
+    store = DuckDBStore(path)
+    await store.open()
+    ids = []
+    for n in counts:
+        s = await create_session(store)
+        await store.append(s.id, _events(s.id, n))
+        ids.append(s.id)
+    await store.close()
+    return ids
+
+
 @pytest.mark.parametrize("durability", ["safe", "fast"])
 async def test_marks_follow_commits(tmp_path: Path, durability: str) -> None:
     path = tmp_path / "m.duckdb"
@@ -43,18 +56,14 @@ async def test_a_missing_marks_file_is_rebuilt_without_a_report(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "old.duckdb"
-    store = DuckDBStore(path)
-    await store.open()
-    s = await create_session(store)
-    await store.append(s.id, _events(s.id, 4))
-    await store.close()
+    (sid,) = await _written(path, 4)
     marks_path(path).unlink()  # as a file written by an older asm-duckdb
     caplog.set_level(logging.INFO, logger="asm.duckdb")
     store = DuckDBStore(path)
     await store.open()
     await store.close()
     assert store.lost == {}
-    assert read_marks(marks_path(path)) == {s.id: 4}
+    assert read_marks(marks_path(path)) == {sid: 4}
     assert any("rebuilt it" in r.getMessage() for r in caplog.records)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
@@ -137,11 +146,7 @@ async def test_a_clean_close_is_recorded_and_trusted_at_the_next_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "c.duckdb"
-    store = DuckDBStore(path)
-    await store.open()
-    s = await create_session(store)
-    await store.append(s.id, _events(s.id, 3))
-    await store.close()
+    (sid,) = await _written(path, 3)
     assert marks_path(path).read_bytes().rstrip(b"\0").endswith(b"#closed 3\n")
     grouped: list[int] = []
     real = marks_mod.stored_marks
@@ -149,7 +154,7 @@ async def test_a_clean_close_is_recorded_and_trusted_at_the_next_open(
     again = DuckDBStore(path)
     await again.open()
     # Trusted without reading every session's top from the log; the first append numbers on.
-    assert grouped == [] and (await again.append(s.id, _events(s.id, 1)))[0].seq == 4
+    assert grouped == [] and (await again.append(sid, _events(sid, 1)))[0].seq == 4
     await again.close()
     after_crash = DuckDBStore(path)
     marks = marks_path(path).read_bytes().rstrip(b"\0")
@@ -167,22 +172,16 @@ async def test_a_loss_hidden_by_an_equal_sum_of_marks_is_found_and_seqs_stay_uni
     after such a crash compares every session, so the loss is reported, and the first append to
     the under-marked session continues after what it really holds."""
     path = tmp_path / "h.duckdb"
-    store = DuckDBStore(path)
-    await store.open()
-    a = await create_session(store)
-    b = await create_session(store)
-    await store.append(a.id, _events(a.id, 5))
-    await store.append(b.id, _events(b.id, 5))
-    await store.close()
+    a, b = await _written(path, 5, 5)
     # a's mark is 3 of 5 (its last mark lines never made it); b claims 7 of 5 (2 lost): 10 = 10.
-    marks_path(path).write_bytes(f"{a.id} 3\n{b.id} 7\n".encode())
+    marks_path(path).write_bytes(f"{a} 3\n{b} 7\n".encode())
     caplog.set_level(logging.WARNING, logger="asm.duckdb")
     store = DuckDBStore(path)
     await store.open()
-    assert store.lost == {b.id: 2}
-    assert (await store.append(a.id, _events(a.id, 1)))[0].seq == 6
-    assert (await store.append(b.id, _events(b.id, 1)))[0].seq == 6
-    seqs = [e.seq for e in await store.read(a.id)]
+    assert store.lost == {b: 2}
+    assert (await store.append(a, _events(a, 1)))[0].seq == 6
+    assert (await store.append(b, _events(b, 1)))[0].seq == 6
+    seqs = [e.seq for e in await store.read(a)]
     await store.close()
     assert seqs == [1, 2, 3, 4, 5, 6]
     assert any("lost 2 committed event" in r.getMessage() for r in caplog.records)
