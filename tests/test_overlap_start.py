@@ -150,6 +150,38 @@ async def test_a_start_that_races_another_write_is_abandoned_and_the_run_starts_
     assert result.usage.output_tokens > 0
 
 
+async def test_a_raced_start_voids_its_attempt_even_when_a_stage_failed_first() -> None:
+    """The attempt failed before the race was known (a stage raised before any write): the
+    attempt did not count, so the run starts again instead of failing with its error."""
+    store = GatedStore()
+    provider = Watching(store, [[{"text": "the answer"}]])
+    async with make(store, provider) as k:
+        session = await k.sessions.create()
+        meddled: list[int] = []
+
+        async def meddle(state: Any, proceed: Any) -> None:
+            if not meddled:
+                await k.sessions.append(session.id, [("app.note", {})])
+            await proceed()
+
+        async def fail_once(state: Any, proceed: Any) -> None:
+            if not meddled:
+                meddled.append(1)
+                raise RuntimeError("a stage of the voided attempt failed")
+            await proceed()
+
+        k.pipeline.wrap("start", meddle)
+        k.pipeline.wrap("call", fail_once)
+        opener = asyncio.create_task(_open_gate_soon(store))
+        result = await k.run(session.id, "go")
+        await opener
+        log = await k.sessions.events(session.id)
+    assert result.status is RunStatus.COMPLETED and result.output == "the answer"
+    types = [e.type for e in log]
+    assert "error_occurred" not in types and types.count("run_started") == 1
+    assert len(provider.requests) == 1
+
+
 async def test_a_start_the_store_refuses_fails_the_run_and_abandons_the_call() -> None:
     store = GatedStore()
     store.refuse = StorageError("the disk is full", hint="free some space")

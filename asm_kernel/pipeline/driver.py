@@ -38,7 +38,7 @@ from ..options import RunOptions
 from ..secrets import redact
 from ..shielding import finish
 from ..writes import RunWrite, WriteUnit
-from .overlap import StartRaced, settle
+from .overlap import raced, settle
 from .state import LEASE_LOST, RunState
 from .writer import RunWriter
 
@@ -135,9 +135,12 @@ async def _drive(
             async with asyncio.timeout(options.timeout) as scope:
                 try:
                     await manager.kernel.pipeline.run(state)
-                except StartRaced as exc:
-                    # Nothing of the first attempt was stored or shown: start again, serially.
-                    log.info("run %s: start raced (%s); starting again", run.id, exc.message)
+                except Exception:
+                    # A start that raced makes the attempt void, whatever else went wrong in it
+                    # (nothing of it was stored or shown): start again, serially.
+                    if not await raced(state):
+                        raise
+                    log.info("run %s: its start raced another write to the session; starting again", run.id)
                     state = _again(state, run, session, creates_session, listener)
                     await manager.kernel.pipeline.run(state)
         except TimeoutError:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..context.transcript import TranscriptBuilder
     from .state import RunState
 
-__all__ = ["StartRaced", "can_overlap", "launch", "settle", "provisional_builder", "not_pending"]
+__all__ = ["StartRaced", "can_overlap", "launch", "raced", "settle", "provisional_builder", "not_pending"]
 
 #: What the start stage does once its unit is committed (the run is then ``running`` here).
 Finished = Callable[["RunState", Committed], None]
@@ -135,6 +135,16 @@ def not_pending(run_id: str, exc: WriteConflictError) -> StateError:
         f"run {run_id} is no longer pending ({exc.details.get('actual', '?')}); only a pending run can be executed",
         hint="another worker or a cancel got to it first",
     )
+
+
+async def raced(state: RunState) -> bool:
+    """Whether the run's overlapped start raced another write (waiting for it to end first)."""
+    task = state.starting
+    if task is None:
+        return False
+    if not task.done():
+        await asyncio.wait([task])
+    return not task.cancelled() and isinstance(task.exception(), StartRaced)
 
 
 async def settle(state: RunState) -> None:
