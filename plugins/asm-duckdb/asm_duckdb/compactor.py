@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import attrs
 from asm_kernel.errors import StoreClosedError
 
-from .layout import EVENT_NAMES, HOT_ROWS, LEVELS, LOG, MARK_KEY, merge_target
+from .layout import EVENT_NAMES, HOT_ROWS, LEVELS, LOG, MARK_KEY, filled_levels, merge_target
 
 if TYPE_CHECKING:
     import duckdb
@@ -77,6 +77,8 @@ class Compactor:
         self._retry_at = 0.0
         self.merges: list[Merge] = []
         self.hot = self._hot_rows(self.cur, mark, None)
+        #: The levels reads must query (see :class:`~asm_duckdb.layout.Filled`).
+        self.filled = filled_levels(self.cur)
         self._seen = events_written()
         self.thread = threading.Thread(target=self._main, name=f"asm-duckdb-compact:{where}", daemon=True)
 
@@ -173,6 +175,8 @@ class Compactor:
                         return None
                     target = len(LEVELS) - 1 if full else merge_target(sizes, hot, self.hot_events)
                     name = LEVELS[target]
+                    # Before the commit: a read from now on queries the level the rows move to.
+                    self.filled = self.filled.adding(name)
                     parts = [f"SELECT {EVENT_NAMES} FROM {t}" for t in LEVELS[: target + 1]]
                     parts.append(f"SELECT {EVENT_NAMES} FROM {LOG} WHERE n > {mark} AND n <= {upto} AND {HOT_ROWS}")
                     # CREATE OR REPLACE writes the sorted rows as new row groups and drops the
@@ -200,6 +204,8 @@ class Compactor:
             finally:
                 self._merging = False
             self.mark = upto
+            # After the commit: a read that starts now cannot find rows in the emptied levels.
+            self.filled = self.filled.without(LEVELS[:target])
             # Rows committed after the snapshot are still hot.
             self._seen = self._written()
             self.hot = self._hot_rows(cur, upto, None)

@@ -29,6 +29,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = [
     "LOG",
@@ -46,6 +52,8 @@ __all__ = [
     "level_caps",
     "merge_target",
     "select_events",
+    "Filled",
+    "filled_levels",
 ]
 
 LOG = "events_log"
@@ -109,13 +117,45 @@ def merge_target(sizes: Sequence[int], hot: int, hot_events: int) -> int:
     raise AssertionError("the last level is unbounded")
 
 
-def select_events(columns: str, where: str, params: Sequence[object], mark: int) -> tuple[str, list[object]]:
-    """One query over the hot log rows and every level, each part filtered by ``where``.
+def select_events(
+    columns: str, where: str, params: Sequence[object], mark: int, levels: Sequence[str] = LEVELS
+) -> tuple[str, list[object]]:
+    """One query over the hot log rows and the ``levels``, each part filtered by ``where``.
 
     ``where`` uses ``?`` placeholders bound by ``params`` (repeated for each part). ``mark`` is a
     merge mark read *before* the query starts: a mark at or below the real one is always right
     (merged rows have no payload and are skipped); it only lets DuckDB skip the merged row groups.
+    ``levels`` may leave out levels known to be empty (see :class:`Filled`): each part costs
+    about a millisecond to plan and scan, rows or not.
     """
     parts = [f"SELECT {columns} FROM {LOG} WHERE n > ? AND {HOT_ROWS} AND {where}"]
-    parts += [f"SELECT {columns} FROM {t} WHERE {where}" for t in LEVELS]
-    return " UNION ALL ".join(parts), [mark, *params, *(list(params) * len(LEVELS))]
+    parts += [f"SELECT {columns} FROM {t} WHERE {where}" for t in levels]
+    return " UNION ALL ".join(parts), [mark, *params, *(list(params) * len(levels))]
+
+
+@attrs.frozen
+class Filled:
+    """The levels that may hold rows, and an epoch that grows whenever a level is added.
+
+    A merge adds its target level (new epoch) *before* it commits and removes the levels it
+    emptied only *after*, so a read that takes ``Filled`` before its query and finds the same
+    epoch after it has queried every level its snapshot could find rows in. A read that finds a
+    new epoch queries again over every level (a merge into a new level ran meanwhile: rare).
+    """
+
+    epoch: int
+    levels: tuple[str, ...]
+
+    def adding(self, level: str) -> Filled:
+        if level in self.levels:
+            return self
+        return Filled(self.epoch + 1, tuple(t for t in LEVELS if t in self.levels or t == level))
+
+    def without(self, emptied: Sequence[str]) -> Filled:
+        return Filled(self.epoch, tuple(t for t in self.levels if t not in emptied))
+
+
+def filled_levels(conn: duckdb.DuckDBPyConnection) -> Filled:
+    """The levels holding rows now (a count per level: row-group metadata, no scan)."""
+    counts = [int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in LEVELS]  # type: ignore[index]
+    return Filled(0, tuple(t for t, c in zip(LEVELS, counts, strict=True) if c))

@@ -16,7 +16,7 @@ from asm_kernel.storage import Notifier, check_read_args, wait_for_events
 
 from .caches import Records, Tail
 from .codec import EVENT_SELECT, Row, db_row, event_from_tail
-from .layout import select_events, session_key
+from .layout import Filled, select_events, session_key
 from .planner import missing_session, top_seq
 
 if TYPE_CHECKING:
@@ -36,7 +36,28 @@ class LogReads:
     _check_open: Callable[[], None]
     _read: Callable[..., Awaitable[Any]]
     _merge_mark: Callable[[], int]
+    _filled: Callable[[], Filled]
     flush: Callable[[], Awaitable[None]]
+
+    async def _events(
+        self,
+        fetch: Callable[..., Any],
+        columns: str,
+        where: str,
+        params: Sequence[Any],
+        session_id: str,
+        suffix: str = "",
+        extra: Sequence[Any] = (),
+    ) -> Any:
+        """Run ``select_events`` over the levels that may hold rows (see :class:`Filled`): again
+        over every level if a merge into a new level ran meanwhile."""
+        filled = self._filled()
+        sql, bound = select_events(columns, where, params, self._merge_mark(), filled.levels)
+        got = await self._read(fetch, sql + suffix, [*bound, *extra], session_id)
+        if self._filled().epoch != filled.epoch:
+            sql, bound = select_events(columns, where, params, self._merge_mark())
+            got = await self._read(fetch, sql + suffix, [*bound, *extra], session_id)
+        return got
 
     def _seqs(self, session_id: str) -> tuple[int, int] | None:
         """(acked, committed) of a cached session."""
@@ -87,11 +108,10 @@ class LogReads:
         if run_id is not None:
             where += " AND run_id = ?"
             params.append(run_id)
-        sql, params = select_events(EVENT_SELECT, where, params, self._merge_mark())
-        if limit is not None:
-            sql += " ORDER BY seq LIMIT ?"
-            params.append(limit)
-        got = _ordered(await self._read(fetchall_or_check, sql, params, session_id), session_id)
+        suffix, extra = (" ORDER BY seq LIMIT ?", [limit]) if limit is not None else ("", [])
+        got = _ordered(
+            await self._events(fetchall_or_check, EVENT_SELECT, where, params, session_id, suffix, extra), session_id
+        )
         if not types and run_id is None and limit is None and before is None:
             now = self._seqs(session_id)
             self.tail.fill(session_id, got, now[0] if now is not None else None)
@@ -112,14 +132,13 @@ class LogReads:
         # Seqs are gapless, so the last n are a seq range: cheaper than ORDER BY seq DESC LIMIT n.
         key = session_key(session_id)
         if seqs is not None:
-            sql, params = select_events(EVENT_SELECT, "skey = ? AND seq > ?", [key, seqs[0] - n], self._merge_mark())
+            got = await self._events(fetchall_or_check, EVENT_SELECT, "skey = ? AND seq > ?", [key, seqs[0] - n],
+                                     session_id)  # fmt: skip
         else:
             # Top-n of the few row groups the key leaves: one pass, not a max(seq) and a range.
-            where = "skey = ? AND session_id = ?"
-            sql, params = select_events(EVENT_SELECT, where, [key, session_id], self._merge_mark())
-            sql += " ORDER BY seq DESC LIMIT ?"
-            params.append(n)
-        rows = _ordered(await self._read(fetchall_or_check, sql, params, session_id), session_id)
+            got = await self._events(fetchall_or_check, EVENT_SELECT, "skey = ? AND session_id = ?",
+                                     [key, session_id], session_id, " ORDER BY seq DESC LIMIT ?", [n])  # fmt: skip
+        rows = _ordered(got, session_id)
         return [event_from_tail(r) for r in rows[-n:]] if n else []
 
     async def last_seq(self, session_id: str) -> int:

@@ -30,7 +30,7 @@ from asm_kernel.writes import StoreCapabilities
 from .caches import Records, Tail
 from .compactor import Compactor
 from .files import FileClaim, connect, real_path
-from .layout import HOT_EVENTS
+from .layout import HOT_EVENTS, LEVELS, Filled, filled_levels
 from .marks import Marks, check, losses_before
 from .reads import LogReads
 from .recordreads import RecordReads
@@ -134,6 +134,7 @@ class DuckDBStore(Writing, LogReads, RecordReads):
         self._claim: FileClaim | None = None
         self._compactor: Compactor | None = None
         self._mark = 0
+        self._static_filled = Filled(0, LEVELS)
 
     def __repr__(self) -> str:
         return f"DuckDBStore({str(self.path)!r})"
@@ -160,6 +161,8 @@ class DuckDBStore(Writing, LogReads, RecordReads):
             self.lost_before = losses_before(conn)
             marks, self.lost = check(conn, real, str(self.path), read_only=self.read_only)
             self._mark, next_n = log_state(conn)
+            # Nothing merges in a read-only open: the levels holding rows stay the ones found now.
+            self._static_filled = filled_levels(conn) if self.read_only else Filled(0, LEVELS)
             self._opened_at = self.clock()
             if not self.read_only:
                 ended = expire_leases(conn, self._opened_at)
@@ -213,6 +216,11 @@ class DuckDBStore(Writing, LogReads, RecordReads):
         """A session's last committed seq (writer thread; the marks are exact while open)."""
         assert self._marks is not None
         return self._marks.marks.get(session_id, 0)
+
+    def _filled(self) -> Filled:
+        """The levels a read must query (all of them when the store does not merge)."""
+        compactor = self._compactor
+        return compactor.filled if compactor is not None else self._static_filled
 
     def _merge_mark(self) -> int:
         """The current merge mark (see :mod:`asm_duckdb.layout`)."""

@@ -303,3 +303,35 @@ async def test_a_dropped_events_view_is_made_again(tmp_path: Path) -> None:
     finally:
         await again.close()
     assert _counts(path)["events"] == 3
+
+
+async def test_reads_skip_empty_levels_and_requery_when_a_merge_fills_one_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "f.duckdb"
+    store = DuckDBStore(path, hot_events=1_000)
+    await store.open()
+    s = await create_session(store)
+    await store.append(s.id, [Event(session_id=s.id, type="note", payload={"i": i}) for i in range(30)])
+    await store.close()
+    store = DuckDBStore(path, hot_events=1_000)  # reopened: nothing cached, every level empty
+    await store.open()
+    assert store._filled().levels == ()
+    queries: list[str] = []
+    inner = store._read
+
+    async def merge_first(fetch: object, sql: str, params: object, *rest: object) -> object:
+        # The race: the read chose its levels, then a merge moved the rows into a new level
+        # before the read's query took its snapshot.
+        if not queries:
+            await store.compact()
+        queries.append(sql)
+        return await inner(fetch, sql, params, *rest)
+
+    store._read = merge_first  # type: ignore[method-assign]
+    got = await store.read(s.id)
+    assert [e.payload["i"] for e in got] == list(range(30))
+    assert len(queries) == 2 and "events_l1" not in queries[0] and all(t in queries[1] for t in LEVELS)
+    assert store._filled().levels == ("events_l1",)
+    got = await store.last(s.id, 5)  # no merge now: one query, over the filled level only
+    assert [e.payload["i"] for e in got] == list(range(25, 30))
+    assert len(queries) == 3 and "events_l1" in queries[2] and "events_l2" not in queries[2]
+    await store.close()
