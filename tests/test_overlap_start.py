@@ -81,6 +81,14 @@ async def _open_gate_soon(store: GatedStore, after: float = 0.05) -> None:
     store.gate.set()
 
 
+async def _run_meddled(k: Kernel, store: GatedStore, session_id: str) -> tuple[Any, list[Any]]:
+    """Run in the session while its start waits at the gate; the result and the session's log."""
+    opener = asyncio.create_task(_open_gate_soon(store))
+    result = await k.run(session_id, "go")
+    await opener
+    return result, await k.sessions.events(session_id)
+
+
 async def test_the_request_goes_out_while_the_start_is_being_stored() -> None:
     store = GatedStore()
     provider = Watching(store, [[{"text": "hello there"}]])
@@ -133,10 +141,7 @@ async def test_a_start_that_races_another_write_is_abandoned_and_the_run_starts_
             await proceed()
 
         k.pipeline.wrap("start", meddle)
-        opener = asyncio.create_task(_open_gate_soon(store))
-        result = await k.run(session.id, "go")
-        await opener
-        log = await k.sessions.events(session.id)
+        result, log = await _run_meddled(k, store, session.id)
     assert result.status is RunStatus.COMPLETED and result.output == "the answer"
     # Two requests went out; the first was abandoned before any of its output was kept, and
     # the second (its start waited this time) was sent once the start was stored.
@@ -172,10 +177,7 @@ async def test_a_raced_start_voids_its_attempt_even_when_a_stage_failed_first() 
 
         k.pipeline.wrap("start", meddle)
         k.pipeline.wrap("call", fail_once)
-        opener = asyncio.create_task(_open_gate_soon(store))
-        result = await k.run(session.id, "go")
-        await opener
-        log = await k.sessions.events(session.id)
+        result, log = await _run_meddled(k, store, session.id)
     assert result.status is RunStatus.COMPLETED and result.output == "the answer"
     types = [e.type for e in log]
     assert "error_occurred" not in types and types.count("run_started") == 1
