@@ -1,15 +1,18 @@
-"""The requests the writer thread handles, its counters, and how a group becomes statements."""
+"""The requests the writer thread handles: how they are drained, answered and turned into
+statements, the errors they fail with, and the writer's counters."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asm_kernel.errors import StorageError
+from asm_kernel.errors import StorageError, ValidationError
 from asm_kernel.writes import WriteUnit
 
 from .codec import RUNS, SESSIONS, Row, insert_events
@@ -28,6 +31,11 @@ __all__ = [
     "Failed",
     "deliver",
     "io_errors",
+    "drain",
+    "Outbox",
+    "storage_error",
+    "refused",
+    "MAX_GROUP_EVENTS",
 ]
 
 
@@ -38,6 +46,12 @@ BEHIND_MAX_ROWS = 4000
 #: First and longest wait between attempts to write owed events while the file refuses writes.
 RETRY_FIRST = 0.05
 RETRY_MAX = 2.0
+#: Cap on the events gathered into one group commit.
+MAX_GROUP_EVENTS = 20_000
+#: While requests keep arriving, the writer waits up to this long for the callers it just
+#: answered to queue their next writes into the next group (one commit instead of two).
+GATHER_MAX_DELAY = 0.002
+GATHER_POLL = 0.0002
 
 
 @dataclass
@@ -77,6 +91,16 @@ class Req:
                 self.state = "withdrawn"
                 return True
             return False
+
+    def claim(self) -> bool:
+        """The writer takes the request; False when the caller gave up (cancelled) first."""
+        if isinstance(self.fut, cf.Future):
+            return self.fut.set_running_or_notify_cancel()
+        with CLAIMS:
+            if self.state != "queued":
+                return False
+            self.state = "claimed"
+            return True
 
 
 CLAIMS = threading.Lock()
@@ -169,3 +193,77 @@ def deliver(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]
             fut.set_exception(exc)
         else:
             fut.set_result(result)
+
+
+def drain(requests: queue.SimpleQueue[Req], timeout: float | None, last_group: int) -> list[Req]:
+    """The next group: the first request (waiting up to ``timeout``), then whatever else is queued.
+
+    While the last group had several requests, waits a little (up to ``GATHER_MAX_DELAY``) for
+    the callers just answered to queue their next ones, so they share the next commit.
+    """
+    try:
+        first = requests.get(timeout=timeout) if timeout is None or timeout > 0 else requests.get_nowait()
+    except queue.Empty:
+        return []
+    group = [first]
+    size = len(first.unit.events) if first.unit is not None else 0
+    deadline = expected = 0.0
+    idle = 0
+    while size < MAX_GROUP_EVENTS and group[-1].kind != "stop":
+        try:
+            req = requests.get_nowait()
+        except queue.Empty:
+            now = time.monotonic()
+            if not deadline:
+                expected = len(group) + last_group
+                deadline = now + GATHER_MAX_DELAY
+            if last_group < 2 or len(group) >= expected or idle >= 2 or now >= deadline:
+                break
+            idle += 1
+            time.sleep(GATHER_POLL)
+            continue
+        idle = 0
+        group.append(req)
+        if req.unit is not None:
+            size += len(req.unit.events)
+    return group
+
+
+class Outbox:
+    """Answers to requests, sent to each waiting event loop once per group (not once per request)."""
+
+    def __init__(self) -> None:
+        self._answers: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+
+    def reply(self, req: Req, result: Any = None, exc: BaseException | None = None) -> None:
+        fut = req.fut
+        if isinstance(fut, cf.Future):
+            if not fut.done():
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+            return
+        self._answers.setdefault(fut.get_loop(), []).append((fut, result, exc))
+
+    def send(self) -> None:
+        answers, self._answers = self._answers, {}
+        for loop, batch in answers.items():
+            try:
+                loop.call_soon_threadsafe(deliver, batch)
+            except RuntimeError:  # the loop is closed: nobody waits for these any more
+                pass
+
+
+def storage_error(path: object, doing: str, exc: BaseException | None, what: str | None = None) -> StorageError:
+    detail = what or f"{type(exc).__name__}: {exc}"
+    return StorageError(f"{doing} {path} failed: {detail}", file=str(path))
+
+
+def refused(path: object, exc: BaseException) -> ValidationError:
+    """A statement error that only this request causes: its data cannot be stored."""
+    return ValidationError(
+        f"{path} refused this write: {type(exc).__name__}: {exc}",
+        path="unit",
+        hint="a value is out of the range DuckDB stores (an integer above 2**63, a date after year 9999?)",
+    )

@@ -20,8 +20,6 @@ every write fails with a :class:`StorageError` that says how many acknowledged e
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures as cf
 import logging
 import queue
 import threading
@@ -31,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from asm_kernel.errors import AsmError, StorageError, StoreClosedError, ValidationError
+from asm_kernel.errors import AsmError, StorageError, StoreClosedError
 from asm_kernel.model import Event
 from asm_kernel.storage import Notifier
 from asm_kernel.writes import Committed, WriteUnit
@@ -43,16 +41,18 @@ from .planner import Overlay, Planner
 from .requests import (
     BEHIND_MAX_DELAY,
     BEHIND_MAX_ROWS,
-    CLAIMS,
     RETRY_FIRST,
     RETRY_MAX,
     DuckDBStats,
     Failed,
+    Outbox,
     Redo,
     Req,
-    deliver,
+    drain,
     io_errors,
+    refused,
     statements,
+    storage_error,
 )
 
 if TYPE_CHECKING:
@@ -61,13 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["Writer", "Req", "DuckDBStats", "BEHIND_MAX_DELAY", "BEHIND_MAX_ROWS"]
 
 log = logging.getLogger("asm.duckdb")
-
-#: Cap on the events gathered into one group commit.
-MAX_GROUP_EVENTS = 20_000
-#: While requests keep arriving, the writer waits up to this long for the callers it just
-#: answered to queue their next writes into the next group (one commit instead of two).
-GATHER_MAX_DELAY = 0.002
-GATHER_POLL = 0.0002
 
 
 class Writer:
@@ -116,7 +109,7 @@ class Writer:
         self._retry_at = 0.0
         self.in_txn = False
         self._last_group = 0
-        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+        self.outbox = Outbox()
         self.io_errors = io_errors()
         self.thread = threading.Thread(target=self._main, name=f"asm-duckdb-writer:{path.name}", daemon=True)
 
@@ -154,7 +147,7 @@ class Writer:
                 try:
                     self._process(group)
                 finally:
-                    self._send()
+                    self.outbox.send()
                 if stops:
                     break
         except BaseException:  # pragma: no cover - a bug; keep the file consistent and report
@@ -172,48 +165,13 @@ class Writer:
         return max(0.0, due - time.monotonic())
 
     def _drain(self, timeout: float | None) -> list[Req]:
-        try:
-            first = self.queue.get(timeout=timeout) if timeout is None or timeout > 0 else self.queue.get_nowait()
-        except queue.Empty:
-            return []
-        group = [first]
-        size = len(first.unit.events) if first.unit is not None else 0
-        deadline = expected = 0.0
-        idle = 0
-        while size < MAX_GROUP_EVENTS and group[-1].kind != "stop":
-            try:
-                req = self.queue.get_nowait()
-            except queue.Empty:
-                now = time.monotonic()
-                if not deadline:
-                    expected = len(group) + self._last_group
-                    deadline = now + GATHER_MAX_DELAY
-                if self._last_group < 2 or len(group) >= expected or idle >= 2 or now >= deadline:
-                    break
-                idle += 1
-                time.sleep(GATHER_POLL)
-                continue
-            idle = 0
-            group.append(req)
-            if req.unit is not None:
-                size += len(req.unit.events)
+        group = drain(self.queue, timeout, self._last_group)
         self._last_group = len(group)
         return group
 
-    @staticmethod
-    def _claim(req: Req) -> bool:
-        """False when the caller gave up (cancelled) before the writer got to the request."""
-        if isinstance(req.fut, cf.Future):
-            return req.fut.set_running_or_notify_cancel()
-        with CLAIMS:
-            if req.state != "queued":
-                return False
-            req.state = "claimed"
-            return True
-
     def _process(self, group: list[Req]) -> None:
         stop = any(r.kind == "stop" for r in group)
-        reqs = [r for r in group if r.kind != "stop" and self._claim(r)]
+        reqs = [r for r in group if r.kind != "stop" and r.claim()]
         work = [r for r in reqs if r.kind != "flush"]
         force = stop or len(work) < len(reqs) or self.owed >= BEHIND_MAX_ROWS
         if work:
@@ -225,9 +183,9 @@ class Writer:
         for req in reqs:
             if req.kind == "flush":
                 if self.owed and self.failing is not None:
-                    self._reply(req, exc=self.failing)
+                    self.outbox.reply(req, exc=self.failing)
                 else:
-                    self._reply(req, None)
+                    self.outbox.reply(req, None)
 
     # -- one group --------------------------------------------------------------------------
 
@@ -252,7 +210,7 @@ class Writer:
                     try:
                         known = self.planner.lookup_events(ids)
                     except Exception as exc:
-                        failed = self._storage_error("reading", exc)
+                        failed = storage_error(self.path, "reading", exc)
                         for req in active:
                             req.error = req.error or failed
                         break
@@ -269,9 +227,9 @@ class Writer:
             break
         for req in work:
             if req.error is not None:
-                self._reply(req, exc=req.error)
+                self.outbox.reply(req, exc=req.error)
             else:
-                self._reply(req, req.result)
+                self.outbox.reply(req, req.result)
 
     def _plan(self, reqs: list[Req], known: dict[str, Event] | None) -> Overlay:
         ov = Overlay()
@@ -293,7 +251,7 @@ class Writer:
                 except AsmError as exc:
                     req.error = exc
                 except Exception as exc:  # a lookup failed: this request cannot be planned
-                    req.error = self._storage_error("reading", exc)
+                    req.error = storage_error(self.path, "reading", exc)
             # Reserve the planned seqs and runs: the caller-thread fast path must not hand out
             # the same seqs, nor act on a run whose record is about to change.
             for sid, seq in ov.seqs.items():
@@ -381,12 +339,12 @@ class Writer:
             if req is None:
                 raise
             raise Redo(
-                "drop", req, self._storage_error("writing", None, "a stored record or event id conflicts")
+                "drop", req, storage_error(self.path, "writing", None, "a stored record or event id conflicts")
             ) from None
         except duckdb.Error as exc:
             if req is None:
                 raise
-            raise Redo("drop", req, self._refused(exc)) from None
+            raise Redo("drop", req, refused(self.path, exc)) from None
 
     def _begin(self) -> None:
         if not self.in_txn:
@@ -419,18 +377,6 @@ class Writer:
 
     # -- errors -----------------------------------------------------------------------------
 
-    def _storage_error(self, doing: str, exc: BaseException | None, what: str | None = None) -> StorageError:
-        detail = what or f"{type(exc).__name__}: {exc}"
-        return StorageError(f"{doing} {self.path} failed: {detail}", file=str(self.path))
-
-    def _refused(self, exc: BaseException) -> ValidationError:
-        """A statement error that only this request causes: its data cannot be stored."""
-        return ValidationError(
-            f"{self.path} refused this write: {type(exc).__name__}: {exc}",
-            path="unit",
-            hint="a value is out of the range DuckDB stores (an integer above 2**63, a date after year 9999?)",
-        )
-
     def _cannot_write(self, exc: BaseException) -> StorageError:
         now = time.monotonic()
         self._retry_at = now + self._retry_delay
@@ -446,28 +392,6 @@ class Writer:
             waiting=waiting,
         )
         return self.failing
-
-    # -- answers ----------------------------------------------------------------------------
-
-    def _reply(self, req: Req, result: Any = None, exc: BaseException | None = None) -> None:
-        fut = req.fut
-        if isinstance(fut, cf.Future):
-            if not fut.done():
-                if exc is not None:
-                    fut.set_exception(exc)
-                else:
-                    fut.set_result(result)
-            return
-        self._outbox.setdefault(fut.get_loop(), []).append((fut, result, exc))
-
-    def _send(self) -> None:
-        """Wake each waiting event loop once for all its answers (not once per request)."""
-        outbox, self._outbox = self._outbox, {}
-        for loop, answers in outbox.items():
-            try:
-                loop.call_soon_threadsafe(deliver, answers)
-            except RuntimeError:  # the loop is closed: nobody waits for these any more
-                pass
 
     # -- shutting down ----------------------------------------------------------------------
 
@@ -486,8 +410,8 @@ class Writer:
             except queue.Empty:
                 break
         for req in leftover:
-            if req.kind != "stop" and self._claim(req):
-                self._reply(req, exc=StoreClosedError(f"the duckdb store {self.path} is closed"))
+            if req.kind != "stop" and req.claim():
+                self.outbox.reply(req, exc=StoreClosedError(f"the duckdb store {self.path} is closed"))
             elif req.kind == "stop" and not req.fut.done():
                 req.fut.set_result(None)
-        self._send()
+        self.outbox.send()
