@@ -313,21 +313,19 @@ class SessionManager(RunOps, ContextOps):
         builder = self._transcripts.get(session_id)
         if builder is None:
             await self.store.get_session(session_id)
-            builder = self._transcripts[session_id] = TranscriptBuilder()
-            self._transcript_bytes += builder.size
+            builder = self.seed_transcript(session_id)
         else:
             self._transcripts.move_to_end(session_id)
         # Only events after the cached seq are read: the log is never re-read in full.
-        before = builder.size
-        builder.feed(await self.store.read(session_id, after=builder.last_seq))
-        self._transcript_bytes += builder.size - before
+        self.feed_transcript(session_id, builder, await self.store.read(session_id, after=builder.last_seq))
         while self._transcript_bytes > self.transcript_cache_bytes and len(self._transcripts) > 1:
             _, dropped = self._transcripts.popitem(last=False)
             self._transcript_bytes -= dropped.size
         return builder
 
     def seed_transcript(self, session_id: str) -> TranscriptBuilder:
-        """An empty cached transcript for a session this process is creating (no store read)."""
+        """The session's cached transcript, empty if there was none (no store read: a session
+        this process is creating, or one :meth:`transcript_builder` just found)."""
         builder = self._transcripts.get(session_id)
         if builder is None:
             builder = self._transcripts[session_id] = TranscriptBuilder()

@@ -124,6 +124,25 @@ async def test_overlap_start_false_waits_for_the_start_before_the_request() -> N
     assert provider.seen == [1] and store.order.index("start stored") < store.order.index("request sent")
 
 
+async def test_a_stage_that_needs_the_stored_run_awaits_started() -> None:
+    store = GatedStore()
+    provider = Watching(store, [[{"text": "hello"}]])
+    async with make(store, provider) as k:
+        session = await k.sessions.create()
+        stored: list[RunStatus] = []
+
+        async def needs_the_record(state: Any) -> None:
+            await state.started()
+            stored.append((await k.sessions.get_run(state.run.id)).status)
+
+        k.pipeline.add("needs_the_record", needs_the_record, after="start")
+        opener = asyncio.create_task(_open_gate_soon(store))
+        result = await k.run(session.id, "go")
+        await opener
+    assert result.status is RunStatus.COMPLETED
+    assert stored == [RunStatus.RUNNING] and provider.seen == [1]
+
+
 async def test_a_start_that_races_another_write_is_abandoned_and_the_run_starts_again() -> None:
     store = GatedStore()
     provider = Watching(store, [[{"text": "first answer, never kept"}], [{"text": "the answer"}]])

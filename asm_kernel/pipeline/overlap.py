@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..context.transcript import TranscriptBuilder
     from .state import RunState
 
-__all__ = ["StartRaced", "can_overlap", "launch", "raced", "settle", "provisional_builder", "not_pending"]
+__all__ = ["StartRaced", "can_overlap", "launch", "raced", "settle", "provisional_builder", "not_pending", "carried"]
 
 #: What the start stage does once its unit is committed (the run is then ``running`` here).
 Finished = Callable[["RunState", Committed], None]
@@ -102,9 +102,7 @@ async def _store(state: RunState, unit: WriteUnit, before: Run, seqs: list[int],
         committed: Committed = await state.writer.commit_start(unit)
     except BaseException as exc:
         state.manager.forget_transcript(sid)
-        current = state.run
-        state.run = evolve(before, usage=current.usage, cost=current.cost, model=current.model,
-                           provider=current.provider)  # fmt: skip
+        state.run = carried(before, state.run)
         translated = _as_serial(exc, sid, before.id)
         if translated is None:
             raise
@@ -113,6 +111,12 @@ async def _store(state: RunState, unit: WriteUnit, before: Run, seqs: list[int],
         state.manager.forget_transcript(sid)
     state.writer.barrier = None
     finished(state, committed)
+
+
+def carried(record: Run, current: Run) -> Run:
+    """``record`` with what the stages added to the run meanwhile (usage, cost, the target that
+    answered): an overlapped start settles after the call began."""
+    return evolve(record, usage=current.usage, cost=current.cost, model=current.model, provider=current.provider)
 
 
 def _as_serial(exc: BaseException, sid: str, run_id: str) -> StateError | None:
@@ -137,24 +141,26 @@ def not_pending(run_id: str, exc: WriteConflictError) -> StateError:
     )
 
 
-async def raced(state: RunState) -> bool:
-    """Whether the run's overlapped start raced another write (waiting for it to end first)."""
+async def _ended(state: RunState) -> BaseException | None:
+    """Wait for an overlapped start to end; what it failed with (None: stored, or none)."""
     task = state.starting
     if task is None:
-        return False
+        return None
     if not task.done():
         await asyncio.wait([task])
-    return not task.cancelled() and isinstance(task.exception(), StartRaced)
+    return None if task.cancelled() else task.exception()
+
+
+async def raced(state: RunState) -> bool:
+    """Whether the run's overlapped start raced another write (waiting for it to end first)."""
+    return isinstance(await _ended(state), StartRaced)
 
 
 async def settle(state: RunState) -> None:
     """Wait for an in-flight start to end, whatever its outcome (before the terminal unit)."""
-    task = state.starting
-    if task is None:
+    if state.starting is None:
         return
-    if not task.done():
-        await asyncio.wait([task])
-    error = None if task.cancelled() else task.exception()
+    error = await _ended(state)
     if error is not None:
         # What the stages deferred describes an attempt whose start is not in the log (the
         # context of a request that was abandoned): it is not stored.

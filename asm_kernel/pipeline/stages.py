@@ -42,7 +42,7 @@ from ..serialization import to_dict
 from ..shielding import through_cancel
 from ..writes import Committed, RunWrite, WriteUnit
 from .call import call_provider, model_for
-from .overlap import Finished, can_overlap, launch, not_pending
+from .overlap import Finished, can_overlap, carried, launch, not_pending
 from .tools import tools_stage
 
 if TYPE_CHECKING:
@@ -281,11 +281,7 @@ def _finished(run: Run, session: Session, activated: Session | None) -> Finished
 
     def finished(state: RunState, committed: Committed) -> None:
         manager = state.manager
-        stored = committed.run(run.id)
-        # What the stages added meanwhile (an overlapped start settles after the call began).
-        current = state.run
-        state.run = evolve(stored, usage=current.usage, cost=current.cost, model=current.model,
-                           provider=current.provider)  # fmt: skip
+        state.run = carried(committed.run(run.id), state.run)
         state.stored = True
         state.writer.fence = state.run.lease
         state.kernel.leases.hold(state.run, state.on_lease_lost)

@@ -184,15 +184,19 @@ class Failed(Exception):
         self.error = error
 
 
+def _resolve(fut: asyncio.Future[Any] | cf.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if fut.done():  # the caller gave up
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
 def deliver(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     """Resolve a group's futures on their own loop (callers that gave up are skipped)."""
     for fut, result, exc in answers:
-        if fut.done():
-            continue
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
+        _resolve(fut, result, exc)
 
 
 def drain(requests: queue.SimpleQueue[Req], timeout: float | None, last_group: int) -> list[Req]:
@@ -237,12 +241,8 @@ class Outbox:
 
     def reply(self, req: Req, result: Any = None, exc: BaseException | None = None) -> None:
         fut = req.fut
-        if isinstance(fut, cf.Future):
-            if not fut.done():
-                if exc is not None:
-                    fut.set_exception(exc)
-                else:
-                    fut.set_result(result)
+        if isinstance(fut, cf.Future):  # a thread waits on it: resolved from here
+            _resolve(fut, result, exc)
             return
         self._answers.setdefault(fut.get_loop(), []).append((fut, result, exc))
 
