@@ -34,6 +34,13 @@ grows past four times its compact size (and at least 4 MiB). It costs about 150 
 per session ever written. A missing marks file (a file from an
 older asm-duckdb, or one deleted) is rebuilt from the events at open: nothing can be checked
 that time.
+
+The marks file names the database it describes: its first line is ``#file <file_id>``, the
+random id the database keeps in ``asm_meta`` (key ``file_id``, made with the file and
+checkpointed at once, so a lost WAL cannot take it). A marks file naming another database -
+left behind when a database was deleted and made again under the same name, or copied from
+elsewhere - is stale: it is ignored (an INFO line says so) and rebuilt, instead of reporting
+the other database's events as lost.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import json
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +60,7 @@ from .layout import LOG
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["Marks", "marks_path", "check", "COMPACT_MIN"]
+__all__ = ["Marks", "marks_path", "check", "file_id", "COMPACT_MIN"]
 
 log = logging.getLogger("asm.duckdb")
 
@@ -64,6 +72,10 @@ COMPACT_MIN = 4 * 2**20
 CHUNK = 64 * 2**10
 #: The first word of the line a clean close writes last: ``#closed <events in the log>``.
 CLOSED = b"#closed"
+#: The first word of the marks file's first line: ``#file <the database's file_id>``.
+FILE = b"#file"
+#: ``asm_meta`` key of the database's random identity.
+FILE_ID_KEY = "file_id"
 #: The background thread syncs the marks file at most this often (seconds): a sync per commit
 #: competes with DuckDB's own WAL sync for the disk and measurably slows serial commits.
 SYNC_INTERVAL = 0.02
@@ -91,6 +103,8 @@ class _Got(NamedTuple):
     clean: bool
     #: The event count of a clean close, when its line is the last one (nothing written since).
     closed: int | None
+    #: The ``file_id`` of the database the file describes (None: a file from before ids).
+    file: str | None
 
 
 def _read(path: Path) -> _Got | None:
@@ -102,27 +116,48 @@ def _read(path: Path) -> _Got | None:
     clean = not data[used:].strip(b"\0")
     marks: dict[str, int] = {}
     closed: int | None = None
+    file: str | None = None
     for line in data[:used].split(b"\n")[:-1]:  # the part after the last newline is torn or zeros
         closed = None
         sid, _, seq = line.partition(b" ")
         try:
+            if sid == FILE:
+                file = seq.decode("ascii")
+                continue
             if sid == CLOSED:
                 closed = int(seq)
                 continue
             marks[sid.decode()] = max(marks.get(sid.decode(), 0), int(seq))
         except (UnicodeDecodeError, ValueError):
             continue
-    return _Got(marks, used, clean, closed)
+    return _Got(marks, used, clean, closed, file)
 
 
 def _lines(marks: Mapping[str, int]) -> bytes:
     return b"".join(f"{sid} {seq}\n".encode() for sid, seq in marks.items() if seq > 0)
 
 
-def write_atomically(path: Path, marks: Mapping[str, int]) -> int:
+def file_id(conn: duckdb.DuckDBPyConnection, *, read_only: bool) -> tuple[str | None, bool]:
+    """The database's ``file_id`` and whether it had one before this open.
+
+    A file from an older asm-duckdb gets one now (and a checkpoint, so that it is in the
+    database file itself, not only in the WAL); a read-only open of such a file has none.
+    """
+    got = conn.execute("SELECT value FROM asm_meta WHERE key = ?", [FILE_ID_KEY]).fetchone()
+    if got is not None:
+        return str(got[0]), True
+    if read_only:
+        return None, False
+    made = uuid.uuid4().hex
+    conn.execute("INSERT INTO asm_meta VALUES (?, ?)", [FILE_ID_KEY, made])
+    conn.execute("CHECKPOINT")
+    return made, False
+
+
+def write_atomically(path: Path, marks: Mapping[str, int], file: str | None) -> int:
     """Replace ``path`` with ``marks`` and room after them, synced, by rename; returns the bytes used."""
     tmp = path.with_name(path.name + ".tmp")
-    data = _lines(marks)
+    data = (b"" if file is None else FILE + b" %s\n" % file.encode("ascii")) + _lines(marks)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data + bytes(CHUNK))
@@ -148,19 +183,30 @@ def stored_marks(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 
 def check(
-    conn: duckdb.DuckDBPyConnection, db: Path, where: str, *, read_only: bool
+    conn: duckdb.DuckDBPyConnection, db: Path, where: str, *, read_only: bool, file: tuple[str | None, bool]
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Compare the marks of ``db`` with its events; returns ``(marks now, events lost per session)``.
 
     The marks returned are each session's last stored seq, exactly: after a clean close (its
     line is the file's last and its count is the log's) they are the file's; otherwise they are
     read from the log (one ``GROUP BY`` - after a crash, or a file from an older asm-duckdb).
+    ``file`` is :func:`file_id`'s answer: a marks file naming another database is ignored.
     Writes nothing when ``read_only``; otherwise records a loss in ``asm_meta`` and rewrites the
     marks file compactly.
     """
     path = marks_path(db)
     got = _read(path)
-    marks, used, clean, closed = got if got is not None else (None, 0, True, None)
+    ident, had_id = file
+    if got is not None and got.file != ident and (got.file is not None or had_id):
+        log.info(
+            "%s: the marks file %s belongs to another database (file_id %s, not %s); it is ignored and rebuilt",
+            where,
+            path.name,
+            got.file,
+            ident,
+        )
+        got = None
+    marks, used, clean, closed, _ = got if got is not None else (None, 0, True, None, None)
     counted = int(conn.execute(f"SELECT count(*) FROM {LOG}").fetchone()[0])  # type: ignore[index]
     lost: dict[str, int] = {}
     if marks is not None and closed == counted and sum(marks.values()) == counted:
@@ -190,8 +236,8 @@ def check(
         )
         if not read_only:
             _record_loss(conn, lost)
-    if not read_only and (marks is None or lost or now != marks or not clean or used > 2 * len(_lines(now)) + 64):
-        write_atomically(path, now)
+    if not read_only and (marks is None or lost or now != marks or not clean or used > 2 * len(_lines(now)) + 128):
+        write_atomically(path, now, ident)
     return dict(now), lost
 
 
@@ -213,9 +259,10 @@ def losses_before(conn: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
 class Marks:
     """The open marks file: written by the writer thread, synced by a background thread."""
 
-    def __init__(self, db: Path, marks: dict[str, int]) -> None:
+    def __init__(self, db: Path, marks: dict[str, int], file: str | None) -> None:
         self.path = marks_path(db)
         self.marks = marks
+        self.file = file
         self._lock = threading.Lock()
         got = _read(self.path)
         self._size = got.used if got is not None else 0  # where the next line goes
@@ -274,7 +321,7 @@ class Marks:
     def _rewrite(self) -> None:
         with self._lock:
             snapshot = dict(self.marks)
-            size = write_atomically(self.path, snapshot)
+            size = write_atomically(self.path, snapshot, self.file)
             fd = os.open(self.path, os.O_WRONLY)
             old, self._fd = self._fd, fd
             self._size = size

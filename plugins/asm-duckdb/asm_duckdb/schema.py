@@ -23,6 +23,7 @@ Versions:
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -197,10 +198,14 @@ def prepare(conn: duckdb.DuckDBPyConnection, where: str, *, read_only: bool) -> 
             for ddl in _SCHEMA:
                 conn.execute(ddl)
             conn.execute(
-                "INSERT INTO asm_meta VALUES ('application', 'asm'), ('schema_version', ?), ('created_at', ?)",
-                [str(SCHEMA_VERSION), datetime.now(UTC).isoformat()],
+                "INSERT INTO asm_meta VALUES ('application', 'asm'), ('schema_version', ?), ('created_at', ?), "
+                "('file_id', ?)",
+                [str(SCHEMA_VERSION), datetime.now(UTC).isoformat(), uuid.uuid4().hex],
             )
             conn.execute("COMMIT")
+            # The file's identity must not live only in the WAL: the marks file names it, and a
+            # lost WAL would otherwise make the marks look like another database's.
+            conn.execute("CHECKPOINT")
             return 0
         if "asm_meta" not in tables:
             shown = ", ".join(sorted(tables)[:5])

@@ -31,7 +31,7 @@ from .caches import Records, Tail
 from .compactor import Compactor
 from .files import FileClaim, connect, real_path
 from .layout import HOT_EVENTS, LEVELS, Filled, filled_levels
-from .marks import Marks, check, losses_before
+from .marks import Marks, check, file_id, losses_before
 from .reads import LogReads
 from .recordreads import RecordReads
 from .schema import SCHEMA_VERSION, expire_leases, log_state, prepare
@@ -159,7 +159,8 @@ class DuckDBStore(Writing, LogReads, RecordReads):
         try:
             prepare(conn, str(self.path), read_only=self.read_only)
             self.lost_before = losses_before(conn)
-            marks, self.lost = check(conn, real, str(self.path), read_only=self.read_only)
+            ident = file_id(conn, read_only=self.read_only)
+            marks, self.lost = check(conn, real, str(self.path), read_only=self.read_only, file=ident)
             self._mark, next_n = log_state(conn)
             # Nothing merges in a read-only open: the levels holding rows stay the ones found now.
             self._static_filled = filled_levels(conn) if self.read_only else Filled(0, LEVELS)
@@ -172,7 +173,7 @@ class DuckDBStore(Writing, LogReads, RecordReads):
             compactor = None
             if not self.read_only:
                 compactor = Compactor(conn, str(self.path), self.hot_events, lambda: self.stats.events, self._mark)
-            self._marks = None if self.read_only else Marks(real, marks)
+            self._marks = None if self.read_only else Marks(real, marks, ident[0])
         except BaseException:
             try:
                 conn.close()

@@ -68,6 +68,46 @@ async def test_a_missing_marks_file_is_rebuilt_without_a_report(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+async def test_a_stale_marks_file_of_another_database_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database deleted and made again under the same name leaves the old marks behind: they
+    describe another file, so nothing is reported lost."""
+    path = tmp_path / "again.duckdb"
+    await _written(path, 5, 3)
+    path.unlink()  # the user removes the database, not its sidecar
+    caplog.set_level(logging.INFO, logger="asm.duckdb")
+    (sid,) = await _written(path, 2)
+    store = DuckDBStore(path)
+    await store.open()
+    await store.close()
+    assert store.lost == {} and store.lost_before == []
+    assert read_marks(marks_path(path)) == {sid: 2}
+    assert any("belongs to another database" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_marks_without_a_file_id_are_trusted_once_for_an_older_file(tmp_path: Path) -> None:
+    """A file from before file ids (and its marks) is checked as before, then given an id."""
+    path = tmp_path / "legacy.duckdb"
+    a, b = await _written(path, 6, 2)
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("DELETE FROM asm_meta WHERE key = 'file_id'")
+        conn.execute("DELETE FROM events_log WHERE session_id = ? AND seq > 4", [a])
+    marks_path(path).write_bytes(f"{a} 6\n{b} 2\n".encode())  # what an older asm-duckdb wrote
+    store = DuckDBStore(path)
+    await store.open()
+    await store.close()
+    assert store.lost == {a: 2}
+    with duckdb.connect(str(path)) as conn:
+        (ident,) = conn.execute("SELECT value FROM asm_meta WHERE key = 'file_id'").fetchone()  # type: ignore[misc]
+    assert marks_path(path).read_bytes().startswith(f"#file {ident}\n".encode())
+    again = DuckDBStore(path)
+    await again.open()
+    await again.close()
+    assert again.lost == {} and [loss["sessions"] for loss in again.lost_before] == [{a: 2}]
+
+
 async def test_events_missing_from_the_file_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The same check the WAL test makes with a real kill -9, here by deleting committed rows."""
     path = tmp_path / "cut.duckdb"
@@ -174,7 +214,8 @@ async def test_a_loss_hidden_by_an_equal_sum_of_marks_is_found_and_seqs_stay_uni
     path = tmp_path / "h.duckdb"
     a, b = await _written(path, 5, 5)
     # a's mark is 3 of 5 (its last mark lines never made it); b claims 7 of 5 (2 lost): 10 = 10.
-    marks_path(path).write_bytes(f"{a} 3\n{b} 7\n".encode())
+    header = marks_path(path).read_bytes().split(b"\n", 1)[0] + b"\n"  # the database's file id
+    marks_path(path).write_bytes(header + f"{a} 3\n{b} 7\n".encode())
     caplog.set_level(logging.WARNING, logger="asm.duckdb")
     store = DuckDBStore(path)
     await store.open()
