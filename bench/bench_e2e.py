@@ -13,8 +13,6 @@ would take the interpreter from the client it serves.
 * ``asm duckdb X``   the same on a DuckDB file in durability mode X (``fast`` is the default);
 * ``..., serial start`` the same with ``[runtime] overlap_start = false``: the run waits for its
   start's transaction before the request goes out (the default stores it meanwhile);
-* ``duckdb floor``   no model call: only the statements of a run's two DuckDB transactions,
-  written directly on asm's tables - what DuckDB itself charges for the two durability points;
 * ``..., 1 session`` every run in one session (``kernel.run(session_id, ...)``): request ``i``
   carries the whole conversation so far (2i + 1 messages), so these rows grow with ``--runs``
   and are not comparable with the raw SDK's.
@@ -22,7 +20,11 @@ would take the interpreter from the client it serves.
 Printed: p50 / p90 ms per run, the difference to the raw SDK, the ratio to the memory store,
 and DuckDB transactions per run (commits counted by the store). A second table repeats the
 first rows with a server that takes ``--ttft`` seconds to answer (a real model's time to first
-token, during which an overlapped start is stored). Nothing is asserted.
+token, during which an overlapped start is stored). A last table is the DuckDB floor: no model
+call, only the statements of a run's two transactions written directly on asm's tables - what
+DuckDB itself charges for the two durability points - back to back, and with ``--ttft`` of idle
+between them as a model's answer leaves the writer (the outcome's statements then run on caches
+other work has cooled). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -92,10 +94,12 @@ async def with_asm(
     return out, per_run
 
 
-def duckdb_floor(path: Path, runs: int, deltas: int) -> list[float]:
+def duckdb_floor(path: Path, runs: int, deltas: int, idle: float = 0.0) -> tuple[list[float], list[float]]:
     """What a run's two durability points cost in DuckDB itself: the statements asm's start and
-    outcome transactions run (session + run + 5 event rows; run update + the deltas and 3 event
-    rows), written with plain ``execute`` on asm's own tables, one transaction each."""
+    outcome transactions run (session + run + 5 event rows; the run's update of the columns that
+    change + one insert of the deltas and 3 event rows), written with plain ``execute`` on asm's own tables, one transaction each. ``idle``:
+    seconds between the two, as a model's answer takes (the outcome then runs on cold caches).
+    Returns the start's and the outcome's times."""
     import json
     import uuid
     from datetime import UTC, datetime
@@ -114,7 +118,8 @@ def duckdb_floor(path: Path, runs: int, deltas: int) -> list[float]:
     usage = json.dumps({"input_tokens": 5, "output_tokens": 20})
     msg = json.dumps({"role": "user", "content": [{"type": "text", "text": "q"}]})
     n = 0
-    out: list[float] = []
+    starts: list[float] = []
+    outcomes: list[float] = []
 
     def events(sid: str, rid: str, k: int, kind: str, start: int) -> None:
         nonlocal n
@@ -138,18 +143,38 @@ def duckdb_floor(path: Path, runs: int, deltas: int) -> list[float]:
         )  # fmt: skip
         events(sid, rid, 5, "run_started", 1)
         con.execute("COMMIT")
+        t1 = time.perf_counter()
+        if idle:
+            time.sleep(idle)
+        t2 = time.perf_counter()
         con.execute("BEGIN")
-        events(sid, rid, deltas + 1, "message_streamed", 6)
-        events(sid, rid, 3, "run_completed", 7 + deltas)
         con.execute(
-            "UPDATE runs SET status = 'completed', output = ?, usage = ?, finished_at = ? WHERE id = ?",
-            [msg, usage, now, rid],
+            "UPDATE runs SET status = 'completed', output = ?, usage = ?, stop_reason = ?, finished_at = ? "
+            "WHERE id = ?",
+            [msg, usage, "end_turn", now, rid],
         )
+        events(sid, rid, deltas + 4, "message_streamed", 6)  # the deltas ride in the outcome's insert
         con.execute("COMMIT")
         if i >= 5:
-            out.append(time.perf_counter() - t0)
+            starts.append(t1 - t0)
+            outcomes.append(time.perf_counter() - t2)
     con.close()
-    return out
+    return starts, outcomes
+
+
+def _floor_table(tmp: Path, runs: int, deltas: int, ttft: float) -> None:
+    """The floor's two transactions, back to back and with the model's time between them."""
+    print("DuckDB floor: the statements of a run's two transactions, no model call (ms)")
+    header = f"{'variant':<36}{'start p50':>11}{'outcome p50':>13}{'outcome p90':>13}"
+    print(header)
+    print("-" * len(header))
+    variants = [("back to back", 0.0)] + ([(f"{ttft * 1000:g} ms idle between", ttft)] if ttft > 0 else [])
+    for k, (label, idle) in enumerate(variants):
+        starts, outcomes = duckdb_floor(tmp / f"floor{k}.duckdb", runs, deltas, idle)
+        p90 = statistics.quantiles(outcomes, n=10)[8] * 1000
+        print(f"{label:<36}{statistics.median(starts) * 1000:>11.2f}{statistics.median(outcomes) * 1000:>13.2f}"
+              f"{p90:>13.2f}")  # fmt: skip
+    print()
 
 
 def _serve(conn: Any, deltas: int, ttft: float) -> None:
@@ -224,7 +249,6 @@ def main() -> None:
             store = {"use": "duckdb", "path": str(tmp / "safe.duckdb"), "durability": "safe"}
             lat, per_run = asyncio.run(with_asm(base_url, runs, store))
             rows.append(("asm duckdb safe", lat, per_run))
-            rows.append(("duckdb floor", duckdb_floor(tmp / "floor.duckdb", runs, deltas), 2.0))
             lat, _ = asyncio.run(with_asm(base_url, runs, {"use": "memory"}, shared=True))
             rows.append(("memory, 1 session", lat, None))
             store = {"use": "duckdb", "path": str(tmp / "shared.duckdb")}
@@ -235,6 +259,7 @@ def main() -> None:
             with _Server(deltas, args.ttft) as base_url:
                 rows = _first_rows(base_url, runs, tmp, "-ttft")
             _print(f"the same, {args.ttft * 1000:g} ms to the first token", rows)
+        _floor_table(tmp, runs, deltas, args.ttft)
 
 
 if __name__ == "__main__":

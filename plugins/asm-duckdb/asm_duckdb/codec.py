@@ -253,13 +253,22 @@ class Table:
         # Updates leave the fixed columns alone: DuckDB runs an UPDATE that sets an indexed
         # column as a delete and an insert (a run's update cost 6-9 ms here instead of 3-4).
         self._changing = [i for i, (c, _) in enumerate(columns) if i and c not in fixed]
-        rest = [columns[i] for i in self._changing]
-        sets = ", ".join(f"{c} = ?::{t}" for c, t in rest)
-        self._update_one = f"UPDATE {name} SET {sets} WHERE id = ?"
-        kept = [columns[0], *rest]
-        unnest = ", ".join(f"unnest(${i}::{t}[]) AS {c}" for i, (c, t) in enumerate(kept, 1))
-        sets = ", ".join(f"{c} = u.{c}" for c, _ in rest)
-        self._update_unnest = f"UPDATE {name} SET {sets} FROM (SELECT {unnest}) AS u WHERE {name}.id = u.id"
+        self._columns = columns
+        self._updates: dict[tuple[int, ...], tuple[str, str]] = {}
+
+    def _update_sql(self, changing: tuple[int, ...]) -> tuple[str, str]:
+        """(one row's UPDATE, the unnest UPDATE) setting only the columns ``changing``."""
+        got = self._updates.get(changing)
+        if got is None:
+            rest = [self._columns[i] for i in changing]
+            sets = ", ".join(f"{c} = ?::{t}" for c, t in rest)
+            one = f"UPDATE {self.name} SET {sets} WHERE id = ?"
+            kept = [self._columns[0], *rest]
+            unnest = ", ".join(f"unnest(${i}::{t}[]) AS {c}" for i, (c, t) in enumerate(kept, 1))
+            sets = ", ".join(f"{c} = u.{c}" for c, _ in rest)
+            many = f"UPDATE {self.name} SET {sets} FROM (SELECT {unnest}) AS u WHERE {self.name}.id = u.id"
+            got = self._updates[changing] = (one, many)
+        return got
 
     def insert(self, conn: duckdb.DuckDBPyConnection, rows: Sequence[Sequence[Any]]) -> None:
         if len(rows) <= self.FEW_INSERTS:
@@ -268,15 +277,34 @@ class Table:
         else:
             conn.execute(self._insert_unnest, [list(col) for col in zip(*rows, strict=True)])
 
-    def update(self, conn: duckdb.DuckDBPyConnection, rows: Sequence[Sequence[Any]]) -> None:
-        """Replace the stored rows with these (the writer knows they exist)."""
-        changing = self._changing
-        if len(rows) <= self.FEW_UPDATES:
-            for row in rows:
-                conn.execute(self._update_one, [*(row[i] for i in changing), row[0]])
-        else:
-            kept = [[row[0] for row in rows], *([row[i] for row in rows] for i in changing)]
-            conn.execute(self._update_unnest, kept)
+    def update(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        rows: Sequence[Sequence[Any]],
+        stored: Sequence[Sequence[Any] | None] | None = None,
+    ) -> None:
+        """Replace the stored rows with these (the writer knows they exist).
+
+        ``stored``: each row as the file holds it now, where known (None: unknown). Only the
+        columns that differ are set - a statement's cost grows with the columns it sets (a run's
+        outcome sets 5 of 15: 0.8 ms instead of 1.3 here) - and a row that differs in none is
+        left alone.
+        """
+        before = stored if stored is not None else [None] * len(rows)
+        wanted: list[tuple[Sequence[Any], tuple[int, ...]]] = []
+        for row, old in zip(rows, before, strict=True):
+            cols = self._changing if old is None else [i for i in self._changing if row[i] != old[i]]
+            if cols:
+                wanted.append((row, tuple(cols)))
+        if not wanted:
+            return
+        if len(wanted) <= self.FEW_UPDATES:
+            for row, cols in wanted:
+                conn.execute(self._update_sql(cols)[0], [*(row[i] for i in cols), row[0]])
+            return
+        cols = tuple(sorted({i for _, c in wanted for i in c}))  # unchanged columns are set to themselves
+        kept = [[row[0] for row, _ in wanted], *([row[i] for row, _ in wanted] for i in cols)]
+        conn.execute(self._update_sql(cols)[1], kept)
 
 
 SESSIONS = Table(

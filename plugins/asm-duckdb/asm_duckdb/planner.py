@@ -69,6 +69,10 @@ class Overlay:
     #: Per session, the runs this group created or changed: id -> (status, idempotency key).
     run_index: dict[str, dict[str, tuple[RunStatus, str | None]]] = field(default_factory=dict)
     events: dict[str, Event] = field(default_factory=dict)
+    #: The records as the file holds them (committed) for those the group updates, so that an
+    #: update sets only the columns that change.
+    stored_sessions: dict[str, Session] = field(default_factory=dict)
+    stored_runs: dict[str, Run] = field(default_factory=dict)
 
     def record_run(self, run: Run, created: bool) -> None:
         self.runs[run.id] = run
@@ -189,6 +193,8 @@ class Planner:
         else:
             state = self.session_state(sid)
             session = state.session if state is not None else None
+        if session is not None and sid not in ov.sessions:
+            ov.stored_sessions.setdefault(sid, session)
         last = ov.seqs.get(sid, state.seq if state is not None else 0)
         names = {w.run.id for w in unit.runs}
         if unit.fence is not None:
@@ -198,6 +204,8 @@ class Planner:
             run = self.run(name, ov)
             if run is not None:
                 runs[name] = run
+                if name not in ov.runs:  # from the cache or the file: what is committed
+                    ov.stored_runs.setdefault(name, run)
         for write in unit.new_runs:
             name = write.run.id
             if name not in runs:

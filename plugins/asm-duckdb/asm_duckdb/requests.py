@@ -15,7 +15,7 @@ from typing import Any
 from asm_kernel.errors import StorageError, ValidationError
 from asm_kernel.writes import WriteUnit
 
-from .codec import RUNS, SESSIONS, Row, insert_events
+from .codec import RUNS, SESSIONS, Row, insert_events, run_params, session_params
 from .planner import Overlay, Writes
 
 __all__ = [
@@ -144,15 +144,17 @@ def statements(
         for params, _ in w.runs:
             runs[params[0]] = params
         rows.extend(w.rows)
-    tables: tuple[tuple[Any, dict[str, list[Any]], set[str]], ...] = (
-        (SESSIONS, sessions, ov.new_sessions),
-        (RUNS, runs, ov.new_runs),
+    stored_sessions = {k: session_params(s) for k, s in ov.stored_sessions.items() if k in sessions}
+    stored_runs = {k: run_params(r) for k, r in ov.stored_runs.items() if k in runs}
+    tables: tuple[tuple[Any, dict[str, list[Any]], set[str], dict[str, list[Any]]], ...] = (
+        (SESSIONS, sessions, ov.new_sessions, stored_sessions),
+        (RUNS, runs, ov.new_runs, stored_runs),
     )
-    for table, final, created in tables:
+    for table, final, created, stored in tables:
         inserts = [p for k, p in final.items() if k in created]
-        updates = [p for k, p in final.items() if k not in created]
+        updates = [k for k in final if k not in created]
         if updates:
-            table.update(rec, updates)  # type: ignore[arg-type]
+            table.update(rec, [final[k] for k in updates], [stored.get(k) for k in updates])  # type: ignore[arg-type]
         if inserts:
             table.insert(rec, inserts)  # type: ignore[arg-type]
     if rows:

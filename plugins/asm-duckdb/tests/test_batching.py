@@ -9,10 +9,12 @@ group took.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from asm_kernel.errors import AlreadyExistsError, RunNotFoundError, SessionNotFoundError, WriteConflictError
 from asm_kernel.events import EventType
@@ -20,6 +22,8 @@ from asm_kernel.model import Event, Message, Run, RunStatus, Session, SessionSta
 from asm_kernel.testing.stores import create_run, create_session
 from asm_kernel.writes import RunWrite, WriteUnit
 from duckdb_helpers import Gate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from asm_duckdb.caches import Tail
 from asm_duckdb.store import DuckDBStore
@@ -270,3 +274,72 @@ async def test_a_small_tail_falls_back_to_duckdb(store: DuckDBStore) -> None:
     assert store.tail.bytes <= store.tail.max_bytes
     with pytest.raises(SessionNotFoundError):
         await store.read("missing")
+
+
+_CHANGES = st.fixed_dictionaries(
+    {},
+    optional={
+        "metadata": st.dictionaries(st.sampled_from("abc"), st.integers(0, 3), max_size=2),
+        "cost": st.none() | st.sampled_from([0.0, 0.25, 1.5]),
+        "provider": st.none() | st.sampled_from(["p", "q"]),
+        "model": st.none() | st.sampled_from(["m", "n"]),
+        "stop_reason": st.none() | st.sampled_from(["end_turn", "max_tokens"]),
+        "usage": st.builds(Usage, st.integers(0, 9), st.integers(0, 9)),
+    },
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=st.lists(st.lists(_CHANGES, min_size=1, max_size=3), min_size=1, max_size=4))
+def test_updates_that_set_only_changed_columns_store_the_last_write(tmp_path: Path, rounds: Any) -> None:
+    """An update sets only the columns that differ from what the file holds; whatever changes
+    (a column back to NULL, the same value again, several writes of one run in a group), the
+    file ends up holding the last write - read back after a reopen, not from the cache."""
+    path = tmp_path / f"u{uuid.uuid4().hex}.duckdb"
+
+    async def go() -> None:
+        store = DuckDBStore(path)
+        await store.open()
+        s = await create_session(store)
+        run = await create_run(store, _run(s.id, 1))
+        try:
+            for changes in rounds:
+                versions = [attrs.evolve(run, **c) for c in changes]
+                await asyncio.gather(*(store.commit(WriteUnit(s.id, runs=[RunWrite(v)])) for v in versions))
+                run = versions[-1]
+                assert await store.get_run(run.id) == run
+        finally:
+            await store.close()
+        again = DuckDBStore(path)
+        await again.open()
+        try:
+            assert await again.get_run(run.id) == run
+        finally:
+            await again.close()
+
+    asyncio.run(go())
+
+
+async def test_a_run_outcome_updates_only_what_changed(store: DuckDBStore) -> None:
+    s = await create_session(store)
+    started = T0 + timedelta(seconds=1, milliseconds=1)  # as _done starts it
+    run = await create_run(store, _run(s.id, 1).transition(RunStatus.RUNNING, started_at=started))
+    assert store._writer is not None
+    seen: list[str] = []
+
+    class Spy(_Counting):
+        def execute(self, sql: str, *args: Any) -> Any:
+            seen.append(sql)
+            return super().execute(sql, *args)
+
+    store._writer.conn = Spy(store._writer.conn)  # type: ignore[assignment]
+    done = _done(_run(s.id, 1), 1)
+    await store.commit(WriteUnit(s.id, runs=[RunWrite(done)]))
+    (update,) = [q for q in seen if q.startswith("UPDATE runs")]
+    sets = update.split(" SET ", 1)[1].split(" WHERE ")[0]
+    assert "status" in sets and "output" in sets and "finished_at" in sets
+    assert "input" not in sets and "metadata" not in sets and "started_at" not in sets, sets
+    assert await store.get_run(run.id) == done
+    seen.clear()
+    await store.commit(WriteUnit(s.id, runs=[RunWrite(done)]))  # nothing differs: no statement
+    assert not [q for q in seen if q.startswith("UPDATE")]
