@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import logging
 import queue
 import threading
 import time
@@ -12,11 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asm_kernel.errors import StorageError, ValidationError
+from asm_kernel.errors import StorageError, StoreClosedError, ValidationError
 from asm_kernel.writes import WriteUnit
 
 from .codec import RUNS, SESSIONS, Row, insert_events, run_params, session_params
 from .planner import Overlay, Writes
+
+log = logging.getLogger("asm.duckdb")
 
 __all__ = [
     "BEHIND_MAX_DELAY",
@@ -34,6 +37,7 @@ __all__ = [
     "drain",
     "Outbox",
     "storage_error",
+    "cannot_write",
     "refused",
     "MAX_GROUP_EVENTS",
 ]
@@ -255,6 +259,32 @@ class Outbox:
                 loop.call_soon_threadsafe(deliver, batch)
             except RuntimeError:  # the loop is closed: nobody waits for these any more
                 pass
+
+    def close(self, requests: queue.SimpleQueue[Req], closed: StoreClosedError) -> None:
+        """Refuse every request still queued (the writer stops) and send the answers."""
+        while True:
+            try:
+                req = requests.get_nowait()
+            except queue.Empty:
+                break
+            if req.kind != "stop" and req.claim():
+                self.reply(req, exc=closed)
+            elif req.kind == "stop" and not req.fut.done():
+                req.fut.set_result(None)
+        self.send()
+
+
+def cannot_write(path: object, exc: BaseException, waiting: int) -> StorageError:
+    """The error every write gets while the file refuses writes (``waiting``: owed events)."""
+    log.error("writing to %s failed (%d acknowledged events wait to be stored): %s", path, waiting, exc)
+    return StorageError(
+        f"the store cannot write to {path} ({type(exc).__name__}: {exc}); "
+        f"{waiting} acknowledged event(s) wait to be stored and are retried",
+        hint="free disk space or fix the file's permissions; writes succeed again once the file can be written",
+        file=str(path),
+        retryable=True,
+        waiting=waiting,
+    )
 
 
 def storage_error(path: object, doing: str, exc: BaseException | None, what: str | None = None) -> StorageError:

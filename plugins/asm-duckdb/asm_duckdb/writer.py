@@ -48,6 +48,7 @@ from .requests import (
     Outbox,
     Redo,
     Req,
+    cannot_write,
     drain,
     io_errors,
     refused,
@@ -381,16 +382,7 @@ class Writer:
         now = time.monotonic()
         self._retry_at = now + self._retry_delay
         self._retry_delay = min(self._retry_delay * 2, RETRY_MAX)
-        waiting = self.owed
-        log.error("writing to %s failed (%d acknowledged events wait to be stored): %s", self.path, waiting, exc)
-        self.failing = StorageError(
-            f"the store cannot write to {self.path} ({type(exc).__name__}: {exc}); "
-            f"{waiting} acknowledged event(s) wait to be stored and are retried",
-            hint="free disk space or fix the file's permissions; writes succeed again once the file can be written",
-            file=str(self.path),
-            retryable=True,
-            waiting=waiting,
-        )
+        self.failing = cannot_write(self.path, exc, self.owed)
         return self.failing
 
     # -- shutting down ----------------------------------------------------------------------
@@ -403,15 +395,4 @@ class Writer:
                 log.exception("final commit to %s failed", self.path)
         if self.owed:
             log.error("closing %s: %d acknowledged event(s) could not be stored and are lost", self.path, self.owed)
-        leftover: list[Req] = []
-        while True:
-            try:
-                leftover.append(self.queue.get_nowait())
-            except queue.Empty:
-                break
-        for req in leftover:
-            if req.kind != "stop" and req.claim():
-                self.outbox.reply(req, exc=StoreClosedError(f"the duckdb store {self.path} is closed"))
-            elif req.kind == "stop" and not req.fut.done():
-                req.fut.set_result(None)
-        self.outbox.send()
+        self.outbox.close(self.queue, StoreClosedError(f"the duckdb store {self.path} is closed"))
