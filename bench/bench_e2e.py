@@ -97,9 +97,10 @@ async def with_asm(
 def duckdb_floor(path: Path, runs: int, deltas: int, idle: float = 0.0) -> tuple[list[float], list[float]]:
     """What a run's two durability points cost in DuckDB itself: the statements asm's start and
     outcome transactions run (session + run + 5 event rows; the run's update of the columns that
-    change + one insert of the deltas and 3 event rows), written with plain ``execute`` on asm's own tables, one transaction each. ``idle``:
-    seconds between the two, as a model's answer takes (the outcome then runs on cold caches).
-    Returns the start's and the outcome's times."""
+    change + one insert of the deltas and 3 event rows), written with plain ``execute`` on
+    asm's own tables, one transaction each. ``idle``: seconds between the two, as a model's
+    answer takes (the outcome then runs on cold caches). Returns the start's and the outcome's
+    times."""
     import json
     import uuid
     from datetime import UTC, datetime

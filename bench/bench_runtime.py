@@ -10,7 +10,11 @@ memory (max RSS) is not shared:
 * ``asm duckdb``  — the same on a DuckDB file (when asm-duckdb is installed).
 
 Reported: runs/s, kernel overhead per run (wall time of a run minus the simulated latency,
-p50/p99) and peak RSS. Usage: ``python bench/bench_runtime.py [--sessions 1000,10000] [--runs 3]``.
+p50/p99) and peak RSS; for the DuckDB store also what it holds at the end
+(``DuckDBStore.memory()``): DuckDB's own buffers (``duckdb MB``, bounded by ``memory_limit``)
+and the store's record cache and event tail (``caches MB``, bounded by ``cache_bytes`` and
+``tail_bytes``); the rest of the RSS is the kernel's sessions, runs and transcripts and the
+Python heap. Usage: ``python bench/bench_runtime.py [--sessions 1000,10000] [--runs 3]``.
 
 ``--sessions`` takes a comma-separated list: the sessions table prints every variant at each
 count, and each variant's throughput as a share of its figure at the first count (the issue's
@@ -52,6 +56,11 @@ class LatencyProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _mb(data: dict[str, Any], key: str) -> str:
+    held = data.get("held")
+    return "-" if not held else f"{held[key] / 2**20:.0f}"
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -97,7 +106,12 @@ async def with_asm(sessions: int, runs: int, latency: float, cap: int, store: di
             assert run.started_at is not None and run.finished_at is not None
             overheads.append((run.finished_at - run.started_at).total_seconds() - latency)
         assert all(r.status.value == "completed" for r in results)
-    return {"wall": wall, "overheads": overheads}
+        memory = getattr(kernel.store, "memory", None)
+        held = None
+        if memory is not None:  # what the DuckDB store holds at the end: DuckDB's buffers, its caches
+            use = await memory()
+            held = {"duckdb": sum(use.duckdb.values()), "caches": use.records + use.tail}
+    return {"wall": wall, "overheads": overheads, "held": held}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -130,7 +144,7 @@ def main() -> None:
     print(f"sessions x {args.runs} queued runs each, {args.latency * 1000:.0f} ms simulated latency, "
           f"global cap {args.cap}; each variant in its own process")
     header = (f"{'sessions':>8} {'variant':<14}{'runs':>7}{'wall s':>9}{'runs/s':>10}{'vs first':>9}"
-              f"{'overhead p50 ms':>17}{'p99 ms':>9}{'peak RSS MB':>13}")
+              f"{'overhead p50 ms':>17}{'p99 ms':>9}{'peak RSS MB':>13}{'duckdb MB':>11}{'caches MB':>11}")
     print(header)
     print("-" * len(header))
     first: dict[str, float] = {}
@@ -148,7 +162,8 @@ def main() -> None:
             rate = total / data["wall"]
             share = f"{rate / first.setdefault(variant, rate):>8.0%}"
             print(f"{count:>8} {label:<14}{total:>7}{data['wall']:>9.2f}{rate:>10.0f}{share:>9}"
-                  f"{statistics.median(over):>17.2f}{_pct(over, 99):>9.2f}{data['rss_mb']:>13.0f}", flush=True)
+                  f"{statistics.median(over):>17.2f}{_pct(over, 99):>9.2f}{data['rss_mb']:>13.0f}"
+                  f"{_mb(data, 'duckdb'):>11}{_mb(data, 'caches'):>11}", flush=True)
         print("-" * len(header))
     print("vs first: runs/s as a share of the same variant's at the first session count")
 

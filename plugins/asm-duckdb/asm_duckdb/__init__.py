@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 from .settings import DuckDBSettings, build
 
 if TYPE_CHECKING:
-    from .store import DuckDBStats, DuckDBStore
+    from .store import DuckDBStats, DuckDBStore, MemoryUse
 
-__all__ = ["DuckDBSettings", "DuckDBStore", "DuckDBStats", "build", "__version__"]
+__all__ = ["DuckDBSettings", "DuckDBStore", "DuckDBStats", "MemoryUse", "build", "__version__"]
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DuckDBStore", "DuckDBStats"):
+    if name in ("DuckDBStore", "DuckDBStats", "MemoryUse"):
         from . import store
 
         return getattr(store, name)

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import duckdb
 from asm_kernel.errors import StorageError, StoreClosedError, StoreReadOnlyError
 from asm_kernel.model import utcnow
@@ -41,6 +42,7 @@ from .writing import Writing
 __all__ = [
     "DuckDBStore",
     "DuckDBStats",
+    "MemoryUse",
     "SCHEMA_VERSION",
     "BEHIND_MAX_DELAY",
     "BEHIND_MAX_ROWS",
@@ -58,6 +60,26 @@ CACHE_BYTES = 64 * 2**20
 TAIL_BYTES = 128 * 2**20
 #: Reader threads (each with its own cursor).
 READERS = 3
+
+
+@attrs.frozen
+class MemoryUse:
+    """What an open store holds in memory now, in bytes (:meth:`DuckDBStore.memory`).
+
+    ``duckdb`` is DuckDB's own use by tag (``duckdb_memory()``: cached table blocks, indexes,
+    sort and merge buffers; bounded by ``memory_limit``); ``records`` and ``tail`` are the
+    store's caches (bounded by ``cache_bytes`` and ``tail_bytes``; estimated sizes).
+    """
+
+    duckdb: dict[str, int]
+    records: int
+    tail: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.duckdb.values()) + self.records + self.tail
+
+
 MODES = ("safe", "fast")
 
 _LIVE: weakref.WeakSet[DuckDBStore] = weakref.WeakSet()
@@ -235,6 +257,11 @@ class DuckDBStore(Writing, LogReads, RecordReads):
         if self._compactor is not None:
             self._compactor.poke()
 
+    async def memory(self) -> MemoryUse:
+        """What the store holds in memory now: DuckDB's buffers by tag, and the store's caches."""
+        rows = await self._read(_memory_rows)
+        return MemoryUse({str(tag): int(used) for tag, used in rows if used}, self.records.bytes, self.tail.bytes)
+
     async def close(self) -> None:
         """Commit everything acknowledged, stop the writer and release the file."""
         stop = self._begin_close()
@@ -337,3 +364,7 @@ class DuckDBStore(Writing, LogReads, RecordReads):
             raise StorageError(f"reading {self.path} failed: {exc}", file=str(self.path)) from exc
         finally:
             self._cursors.put(cur)
+
+
+def _memory_rows(cur: duckdb.DuckDBPyConnection) -> list[Any]:
+    return cur.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()

@@ -313,3 +313,20 @@ async def test_appends_from_another_event_loop_thread(store: DuckDBStore) -> Non
     got = await asyncio.to_thread(other_loop)
     assert got == [1, 2]
     assert [e.seq for e in await store.read(s.id)] == [1, 2]
+
+
+async def test_memory_reports_duckdb_buffers_and_the_caches(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "mem.duckdb", cache_bytes=2**20, tail_bytes=2**20)
+    await store.open()
+    try:
+        s = await create_session(store)
+        await store.append(s.id, [Event(session_id=s.id, type="note", payload={"i": i}) for i in range(50)])
+        await store.read(s.id)  # a full read fills the tail
+        use = await store.memory()
+        assert use.duckdb and all(v > 0 for v in use.duckdb.values())
+        assert 0 < use.records <= 2**20 and 0 < use.tail <= 2**20
+        assert use.total == sum(use.duckdb.values()) + use.records + use.tail
+    finally:
+        await store.close()
+    with pytest.raises(StoreClosedError):
+        await store.memory()
