@@ -16,7 +16,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -24,6 +24,7 @@ import pluggy
 from attrs import define, field
 
 from . import hookspecs
+from ._hooktrace import trace_hooks
 from .errors import DuplicateComponentError, PluginError, PluginLoadError
 from .registry import KINDS, Register, Registry
 
@@ -47,31 +48,6 @@ BUILTIN_PLUGINS: dict[str, str] = {
 _warned: set[tuple[str, str]] = set()
 #: The (session, run) a lifecycle hook call concerns, for reports of a failing implementation.
 _CONTEXT: contextvars.ContextVar[tuple[Any, Any]] = contextvars.ContextVar("asm_hook_context", default=(None, None))
-trace_log = logging.getLogger("asm.hooks")
-
-
-def _trace(pm: pluggy.PluginManager) -> None:
-    """``ASM_TRACE_HOOKS=1``: log every hook call and its result (pluggy's call monitoring)."""
-    if not trace_log.handlers and not logging.getLogger().handlers:
-        from .secrets import RedactingFilter
-
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("asm: trace: %(message)s"))
-        handler.addFilter(RedactingFilter())
-        trace_log.addHandler(handler)
-    trace_log.setLevel(logging.DEBUG)
-
-    def before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
-        names = ", ".join(i.plugin_name for i in impls) or "no implementation"
-        trace_log.debug("%s(%s) -> %s", hook_name, ", ".join(sorted(kwargs)), names)
-
-    def after(
-        outcome: pluggy.Result[Any], hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
-    ) -> None:
-        if outcome.exception is not None:
-            trace_log.debug("%s raised %s", hook_name, type(outcome.exception).__name__)
-
-    pm.add_hookcall_monitoring(before, after)
 
 
 def _warn_once(name: str, reason: str) -> None:
@@ -128,7 +104,7 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self._solo: dict[tuple[str, int], Any] = {}
         if _env_flag("ASM_TRACE_HOOKS"):
-            _trace(self.pm)
+            trace_hooks(self.pm)
         self.plugins: dict[str, PluginInfo] = {}
         self.registries: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
         self._registered_components = False

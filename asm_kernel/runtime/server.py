@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
@@ -18,6 +18,7 @@ from attrs import frozen
 from ..errors import AsmError, QueueFullError, RunNotFoundError, StateError
 from ..model import RunResult, RunStatus, SessionStatus
 from ..pipeline.driver import result_of
+from .handle import RunHandle
 
 if TYPE_CHECKING:
     from ..config import RuntimeConfig
@@ -29,38 +30,6 @@ log = logging.getLogger("asm.runtime")
 
 #: Run metadata key of a run submitted for workers (``execute=False``): local queues leave it.
 FOR_WORKERS_KEY = "asm.for_workers"
-
-
-class RunHandle:
-    """A submitted run: ``await handle`` (or ``await handle.result()``) gives its RunResult."""
-
-    def __init__(self, session_id: str, run_id: str) -> None:
-        self.session_id = session_id
-        self.run_id = run_id
-        self._future: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
-
-    def __repr__(self) -> str:
-        state = "done" if self._future.done() else "pending"
-        return f"RunHandle(run_id={self.run_id!r}, {state})"
-
-    def done(self) -> bool:
-        return self._future.done()
-
-    async def result(self, timeout: float | None = None) -> RunResult:
-        """The run's result, whatever its status (completed, failed, cancelled, timed_out)."""
-        return await asyncio.wait_for(asyncio.shield(self._future), timeout)
-
-    def __await__(self) -> Generator[Any, None, RunResult]:
-        return self.result().__await__()
-
-    def _resolve(self, result: RunResult) -> None:
-        if not self._future.done():
-            self._future.set_result(result)
-
-    def _fail(self, exc: BaseException) -> None:
-        if not self._future.done():
-            self._future.set_exception(exc)
-            self._future.exception()  # mark retrieved: a caller may never await a handle
 
 
 @frozen
