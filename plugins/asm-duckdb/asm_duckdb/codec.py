@@ -293,18 +293,18 @@ class Table:
         before = stored if stored is not None else [None] * len(rows)
         wanted: list[tuple[Sequence[Any], tuple[int, ...]]] = []
         for row, old in zip(rows, before, strict=True):
-            cols = self._changing if old is None else [i for i in self._changing if row[i] != old[i]]
-            if cols:
-                wanted.append((row, tuple(cols)))
+            differ = tuple(self._changing if old is None else (i for i in self._changing if row[i] != old[i]))
+            if differ:
+                wanted.append((row, differ))
         if not wanted:
             return
         if len(wanted) <= self.FEW_UPDATES:
             for row, cols in wanted:
                 conn.execute(self._update_sql(cols)[0], [*(row[i] for i in cols), row[0]])
             return
-        cols = tuple(sorted({i for _, c in wanted for i in c}))  # unchanged columns are set to themselves
-        kept = [[row[0] for row, _ in wanted], *([row[i] for row, _ in wanted] for i in cols)]
-        conn.execute(self._update_sql(cols)[1], kept)
+        union = tuple(sorted({i for _, c in wanted for i in c}))  # unchanged columns are set to themselves
+        kept = [[row[0] for row, _ in wanted], *([row[i] for row, _ in wanted] for i in union)]
+        conn.execute(self._update_sql(union)[1], kept)
 
 
 SESSIONS = Table(
