@@ -40,6 +40,9 @@ class DuckDBSettings:
       query; 10,000 live sessions with short logs fit in the default).
     * ``hot_events``: events kept in the unsorted hot table before they are merged into the
       sorted levels (:mod:`asm_duckdb.layout`); reads scan the hot table whole.
+    * ``lean_planning``: plan statements without the DuckDB optimizers asm's own statements do
+      not need (:data:`asm_duckdb.store.LEAN_DISABLED`); true by default. A DuckDB setting of
+      the database, so other SQL on the store's DuckDB database plans without them too.
     """
 
     path: str | None = None
@@ -51,6 +54,7 @@ class DuckDBSettings:
     cache_bytes: int = 64 * 2**20
     tail_bytes: int = 128 * 2**20
     hot_events: int = 100_000
+    lean_planning: bool = True
 
 
 def _check(settings: DuckDBSettings, base: str) -> None:
@@ -85,8 +89,10 @@ def _check(settings: DuckDBSettings, base: str) -> None:
             path=f"{base}.lock_timeout",
             hint="0 fails at once when another process holds the file; unset waits 10 s in asm commands",
         )
-    if not isinstance(settings.read_only, bool):
-        raise ConfigError(f"read_only must be true or false, got {settings.read_only!r}", path=f"{base}.read_only")
+    for flag in ("read_only", "lean_planning"):
+        value = getattr(settings, flag)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} must be true or false, got {value!r}", path=f"{base}.{flag}")
     if settings.threads is not None and (
         isinstance(settings.threads, bool) or not isinstance(settings.threads, int) or settings.threads < 1
     ):
@@ -112,7 +118,7 @@ def _check(settings: DuckDBSettings, base: str) -> None:
         raise ConfigError(
             "path holds a NUL character, which no file name can",
             path=f"{base}.path",
-            hint="give the path of a file, e.g. path = \"sessions.duckdb\"",
+            hint='give the path of a file, e.g. path = "sessions.duckdb"',
         )
     if settings.path is not None and settings.path.strip() == ":memory:":
         raise ConfigError(
@@ -156,4 +162,5 @@ def build(settings: DuckDBSettings, context: Any) -> DuckDBStore:
         cache_bytes=settings.cache_bytes,
         tail_bytes=settings.tail_bytes,
         hot_events=settings.hot_events,
+        lean_planning=settings.lean_planning,
     )

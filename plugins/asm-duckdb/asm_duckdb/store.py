@@ -43,6 +43,7 @@ __all__ = [
     "DuckDBStore",
     "DuckDBStats",
     "MemoryUse",
+    "LEAN_DISABLED",
     "SCHEMA_VERSION",
     "BEHIND_MAX_DELAY",
     "BEHIND_MAX_ROWS",
@@ -60,6 +61,14 @@ CACHE_BYTES = 64 * 2**20
 TAIL_BYTES = 128 * 2**20
 #: Reader threads (each with its own cursor).
 READERS = 3
+#: DuckDB optimizers ``lean_planning`` turns off. asm's statements are point and range reads,
+#: inserts and updates by key, and the merges' sorted copies: none has a join to order, a
+#: sub-plan to share or an expression worth rewriting, and the scans prune row groups by their
+#: own table filters, without statistics propagation. Measured side by side (interleaved, one
+#: process): a three-part session read 2.3 -> 1.95 ms of DuckDB time, an event INSERT 1.40 ->
+#: 1.28 ms, a run UPDATE 1.01 -> 0.92 ms; through the store on a 10M-event file a cold full read
+#: 5.0 -> 4.3 ms and `last(50)` 4.1 -> 3.9 ms; merges unchanged. Index scans and top-n stay.
+LEAN_DISABLED = ("join_order", "common_subplan", "statistics_propagation", "expression_rewriter")
 
 
 @attrs.frozen
@@ -110,6 +119,7 @@ class DuckDBStore(Writing, LogReads, RecordReads):
         cache_bytes: int = CACHE_BYTES,
         tail_bytes: int = TAIL_BYTES,
         hot_events: int = HOT_EVENTS,
+        lean_planning: bool = True,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if durability not in MODES:
@@ -120,6 +130,7 @@ class DuckDBStore(Writing, LogReads, RecordReads):
         self.read_only = bool(read_only)
         self.memory_limit = memory_limit
         self.threads = threads
+        self.lean_planning = lean_planning
         if isinstance(hot_events, bool) or not isinstance(hot_events, int) or hot_events < 1:
             raise ValueError(f"hot_events must be an integer >= 1, got {hot_events!r}")
         self.hot_events = hot_events
@@ -179,6 +190,10 @@ class DuckDBStore(Writing, LogReads, RecordReads):
             config["memory_limit"] = self.memory_limit
         conn = connect(real, claim, read_only=self.read_only, lock_timeout=self.lock_timeout, config=config)
         try:
+            if self.lean_planning:
+                # SET, not a connect option: a connection made in this process to the same file
+                # with default options then shares this database instead of being refused.
+                conn.execute(f"SET disabled_optimizers = '{','.join(LEAN_DISABLED)}'")
             prepare(conn, str(self.path), read_only=self.read_only)
             self.lost_before = losses_before(conn)
             ident = file_id(conn, read_only=self.read_only)

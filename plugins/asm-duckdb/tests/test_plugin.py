@@ -39,7 +39,8 @@ def test_settings_are_validated_with_their_path(tmp_path: Path) -> None:
         build(DuckDBSettings(durability="fastest"), Ctx())  # type: ignore[arg-type]
     assert info.value.path == "store.durability"
     assert "'safe' or 'fast'" in str(info.value)
-    for field, value in [("lock_timeout", -1.0), ("threads", 0), ("memory_limit", "lots"), ("path", "")]:
+    bad = [("lock_timeout", -1.0), ("threads", 0), ("memory_limit", "lots"), ("path", ""), ("lean_planning", "yes")]
+    for field, value in bad:
         with pytest.raises(ConfigError) as info:
             build(DuckDBSettings(**{field: value}), Ctx())  # type: ignore[arg-type]
         assert info.value.path == f"store.{field}"
@@ -91,3 +92,23 @@ async def test_duckdb_is_the_default_store(tmp_path: Path, monkeypatch: pytest.M
         assert type(kernel.store).__name__ == "DuckDBStore"
         await kernel.run_once("hi")
     assert (tmp_path / "home" / "sessions.duckdb").exists()
+
+
+@pytest.mark.parametrize("lean", [True, False])
+async def test_lean_planning_turns_off_the_optimizers_asm_does_not_need(tmp_path: Path, lean: bool) -> None:
+    import duckdb
+
+    from asm_duckdb.store import LEAN_DISABLED
+
+    path = tmp_path / "lean.duckdb"
+    kernel = Kernel({"store": {"use": "duckdb", "path": str(path), "lean_planning": lean}})
+    async with kernel:
+        result = await kernel.run_once("hello")
+        assert result.status.value == "completed"
+        # The setting is the database's: SQL on the same database in this process sees it too.
+        with duckdb.connect(str(path)) as conn:
+            (setting,) = conn.execute("SELECT current_setting('disabled_optimizers')").fetchone()  # type: ignore[misc]
+        assert set(filter(None, setting.split(","))) == (set(LEAN_DISABLED) if lean else set())
+        events = await kernel.sessions.events(result.session_id)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert events[-1].type == "run_completed"
