@@ -36,6 +36,7 @@ from asm_kernel.writes import WriteUnit
 
 from .codec import EVENT_SELECT, RUN_SELECT, RUNS, event_from_db, event_row, run_from_row, run_params
 from .layout import EVENT_TABLES, LEVEL_COLUMNS, LEVELS, LOG, LOG_DDL, MARK_KEY, VIEW, session_key
+from .marks import FILE_ID_KEY
 
 if TYPE_CHECKING:
     import duckdb
@@ -198,9 +199,8 @@ def prepare(conn: duckdb.DuckDBPyConnection, where: str, *, read_only: bool) -> 
             for ddl in _SCHEMA:
                 conn.execute(ddl)
             conn.execute(
-                "INSERT INTO asm_meta VALUES ('application', 'asm'), ('schema_version', ?), ('created_at', ?), "
-                "('file_id', ?)",
-                [str(SCHEMA_VERSION), datetime.now(UTC).isoformat(), uuid.uuid4().hex],
+                "INSERT INTO asm_meta VALUES ('application', 'asm'), ('schema_version', ?), ('created_at', ?), (?, ?)",
+                [str(SCHEMA_VERSION), datetime.now(UTC).isoformat(), FILE_ID_KEY, uuid.uuid4().hex],
             )
             conn.execute("COMMIT")
             # The file's identity must not live only in the WAL: the marks file names it, and a
