@@ -191,9 +191,7 @@ class DuckDBStore(Writing, LogReads, RecordReads):
         conn = connect(real, claim, read_only=self.read_only, lock_timeout=self.lock_timeout, config=config)
         try:
             if self.lean_planning:
-                # SET, not a connect option: a connection made in this process to the same file
-                # with default options then shares this database instead of being refused.
-                conn.execute(f"SET disabled_optimizers = '{','.join(LEAN_DISABLED)}'")
+                _plan_lean(conn)
             prepare(conn, str(self.path), read_only=self.read_only)
             self.lost_before = losses_before(conn)
             ident = file_id(conn, read_only=self.read_only)
@@ -383,3 +381,15 @@ class DuckDBStore(Writing, LogReads, RecordReads):
 
 def _memory_rows(cur: duckdb.DuckDBPyConnection) -> list[Any]:
     return cur.execute("SELECT tag, memory_usage_bytes FROM duckdb_memory()").fetchall()
+
+
+def _plan_lean(conn: duckdb.DuckDBPyConnection) -> None:
+    """Turn off :data:`LEAN_DISABLED` (those this DuckDB has: older ones lack some).
+
+    SET, not a connect option: a connection made in this process to the same file with default
+    options then shares this database instead of being refused.
+    """
+    known = {row[0] for row in conn.execute("SELECT name FROM duckdb_optimizers()").fetchall()}
+    off = [name for name in LEAN_DISABLED if name in known]
+    if off:
+        conn.execute(f"SET disabled_optimizers = '{','.join(off)}'")
