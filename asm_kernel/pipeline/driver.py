@@ -122,9 +122,7 @@ async def _drive(
     listener: Callable[[Event], None] | None,
     creates_session: Event | None,
 ) -> tuple[RunResult, AsmError | None]:
-    writer = RunWriter(manager, session.id, listener)
-    state = RunState(manager, session, run, options, writer, stored=stored)
-    state.creates_session = creates_session
+    state = _new_state(manager, session, run, options, stored, creates_session, listener)
     state.task = asyncio.current_task()
     status = RunStatus.COMPLETED
     error: AsmError | None = None
@@ -189,13 +187,25 @@ async def _drive(
     return result, error
 
 
+def _new_state(
+    manager: SessionManager,
+    session: Session,
+    run: Run,
+    options: RunOptions,
+    stored: bool,
+    creates_session: Event | None,
+    listener: Callable[[Event], None] | None,
+) -> RunState:
+    state = RunState(manager, session, run, options, RunWriter(manager, session.id, listener), stored=stored)
+    state.creates_session = creates_session
+    return state
+
+
 def _again(
     state: RunState, run: Run, session: Session, creates_session: Event | None, listener: Callable[[Event], None] | None
 ) -> RunState:
     """A fresh state for a run whose overlapped start raced; its start is awaited this time."""
-    again = RunState(state.manager, session, run, state.options, RunWriter(state.manager, session.id, listener),
-                     stored=state.stored)  # fmt: skip
-    again.creates_session = creates_session
+    again = _new_state(state.manager, session, run, state.options, state.stored, creates_session, listener)
     again.task = state.task
     again.serial_start = True
     return again
