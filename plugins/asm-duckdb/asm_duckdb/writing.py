@@ -51,29 +51,24 @@ class Writing:
     _check_writable: Callable[[], None]
 
     async def _submit(self, req: Req) -> Any:
+        fut = req.fut
+        assert isinstance(fut, _Answer)
+        fut.req = req
         self._check_writable()
         with self._submit_lock:
             self._check_open()
             assert self._writer is not None
             self._writer.queue.put(req)
-        fut = req.fut
-        assert isinstance(fut, asyncio.Future)
         try:
-            return await asyncio.shield(fut)
+            return await fut
         except asyncio.CancelledError as exc:
-            if req.withdraw():
-                fut.cancel()
+            if fut.cancelled():  # withdrawn before the writer took it: nothing was written
                 raise
             cancel = exc
-        # The writer has the request: it will be written or refused whatever the caller does, so
-        # a cancel must not hide which. Like a write with no await point, the unit is atomic with
+        # The writer had the request: it was written or refused whatever the caller did, so a
+        # cancel must not hide which. Like a write with no await point, the unit is atomic with
         # respect to cancellation: its answer is returned and the cancel is delivered at the
         # caller's next await.
-        while not fut.done():
-            try:
-                await asyncio.wait([fut])
-            except asyncio.CancelledError:
-                continue
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
@@ -147,5 +142,23 @@ class Writing:
         return await self._submit(Req("renew", _future(), args=(list(fences), float(ttl))))  # type: ignore[no-any-return]
 
 
-def _future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
+class _Answer(asyncio.Future[Any]):
+    """The writer's answer to a request, awaited by the caller without a shield.
+
+    A task cancelled while it awaits this asks the future to cancel. That succeeds only while
+    the writer has not taken the request (it is withdrawn: nothing is written). Once taken,
+    the cancel is refused: the task then gets its ``CancelledError`` when the answer arrives,
+    and :meth:`Writing._submit` returns the answer and delivers the cancel at the next await.
+    (``asyncio.shield`` did the same at the price of a second future and a loop turn per write.)
+    """
+
+    req: Req | None = None
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self.req is not None and not self.done() and not self.req.withdraw():
+            return False
+        return super().cancel(msg)
+
+
+def _future() -> _Answer:
+    return _Answer(loop=asyncio.get_running_loop())

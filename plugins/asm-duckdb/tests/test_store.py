@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from asm_kernel.events import EventType
 from asm_kernel.model import Event, Session
 from asm_kernel.testing.stores import create_session
 from asm_kernel.writes import WriteUnit
-from duckdb_helpers import FailingCommits, Gate
+from duckdb_helpers import FailingCommits, Gate, until
 
 from asm_duckdb.store import DuckDBStore
 
@@ -330,3 +331,63 @@ async def test_memory_reports_duckdb_buffers_and_the_caches(tmp_path: Path) -> N
         await store.close()
     with pytest.raises(StoreClosedError):
         await store.memory()
+
+
+async def test_a_write_cancelled_before_the_writer_takes_it_is_withdrawn(store: DuckDBStore) -> None:
+    s = await create_session(store)
+    gate = Gate(store)
+    held = await gate.hold()  # the writer is busy: the next request waits in the queue
+    task = asyncio.create_task(store.append(s.id, _events(s.id, 2)))
+    assert store._writer is not None
+    await until(lambda: store._writer.queue.qsize() >= 1, "the append is queued")  # type: ignore[union-attr]
+    try:
+        task.cancel("caller gave up")
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        gate.release.set()
+    await held
+    assert await store.read(s.id) == []  # withdrawn: nothing was written
+    assert [e.seq for e in await store.append(s.id, _events(s.id, 1))] == [1]
+
+
+async def test_a_write_cancelled_after_the_writer_took_it_returns_its_answer_then_the_cancel(
+    store: DuckDBStore,
+) -> None:
+    s = await create_session(store)
+    assert store._writer is not None
+    entered, release = threading.Event(), threading.Event()
+    planner = store._writer.planner
+    plan = planner.plan
+
+    def held(unit: WriteUnit, *args: Any) -> Any:
+        if unit.session_id == s.id:  # the writer has taken this request and is planning it
+            entered.set()
+            release.wait()
+        return plan(unit, *args)
+
+    planner.plan = held  # type: ignore[method-assign]
+    answers: list[list[Event]] = []
+    steps: list[str] = []
+
+    async def caller() -> None:
+        answers.append(await store.append(s.id, _events(s.id, 2)))
+        steps.append("returned")
+        await asyncio.sleep(0)  # the cancel arrives at the next await
+        steps.append("not reached")
+
+    task = asyncio.create_task(caller())
+    try:
+        await until(entered.is_set, "the writer took the append")
+        task.cancel("caller gave up")
+        task.cancel("twice")  # a second cancel changes nothing either
+        await asyncio.sleep(0.01)
+        assert not task.done()  # the cancel waits for the writer's answer
+    finally:
+        release.set()  # never leave the writer stuck, even when the test fails
+        planner.plan = plan  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert steps == ["returned"]
+    assert [e.seq for e in answers[0]] == [1, 2]
+    assert [e.seq for e in await store.read(s.id)] == [1, 2]  # written, and the caller was told
