@@ -129,7 +129,9 @@ class LogReads:
             return [event_from_tail(r) for r in rows]
         await self._settle(session_id, 2**62)
         seqs = self._seqs(session_id)
-        # Seqs are gapless, so the last n are a seq range: cheaper than ORDER BY seq DESC LIMIT n.
+        # Seqs are gapless, so with the top seq known the last n are a seq range. Measured on a
+        # 10M-event file (interleaved A/B, warm buffers): 3.27 ms against 3.42 for ORDER BY seq
+        # DESC LIMIT n; equal within 5% at 1M. Without the top seq, the top-n below wins.
         key = session_key(session_id)
         if seqs is not None:
             got = await self._events(fetchall_or_check, EVENT_SELECT, "skey = ? AND seq > ?", [key, seqs[0] - n],
