@@ -17,6 +17,11 @@ Rows
                run's lease marked ``durable=False`` (as the kernel marks them), acknowledged
                before their commit (write-behind)
   raw 1/commit one INSERT per commit (autocommit), no executemany - the durable floor per event
+  raw 1/commit thr  (a) only: the same INSERTs awaited from asyncio, each run by one worker
+               thread - the floor of a store that keeps DuckDB off the event loop
+
+In (a), asm safe, asm safe -marks and both raw rows run interleaved, in rounds of 250 appends
+each in turn (each round starting with the next), so a shared machine's drifting speed falls on all four alike.
   raw batch    every row in one transaction (Arrow when pyarrow is installed, else UNNEST lists)
 
 The events are ``message_streamed`` deltas, the type fast mode writes behind.
@@ -40,6 +45,7 @@ LIMIT 50``, ``ORDER BY seq`` of the session, and one ``max(seq)`` lookup + INSER
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import itertools
@@ -52,6 +58,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 from asm_duckdb.layout import HOT_EVENTS, LEVELS, LOG, session_key
@@ -97,7 +104,7 @@ async def new_session(store: object) -> tuple[Session, Fence]:
 def open_store(path: Path, durability: str) -> object:
     if durability == "memory":
         return MemoryStore()
-    return DuckDBStore(path, durability=durability.removesuffix(" -marks"))
+    return DuckDBStore(path, durability=durability)
 
 
 def commits(store: object) -> int | None:
@@ -120,8 +127,6 @@ def raw_rows(session_id: str, n: int, start: int = 1) -> list[tuple[object, ...]
 async def asm_one_session(path: Path, durability: str, n: int) -> str:
     store = open_store(path, durability)
     await store.open()  # type: ignore[attr-defined]
-    if durability.endswith(" -marks"):  # what the lost-event marks cost: the same without them
-        store._writer.on_commit = None  # type: ignore[attr-defined]
     s, fence = await new_session(store)
     commits0 = commits(store)
     lat: list[float] = []
@@ -136,6 +141,141 @@ async def asm_one_session(path: Path, durability: str, n: int) -> str:
     c = None if after is None or commits0 is None else after - commits0
     record("(a) 1 session, serial", f"asm {durability}", n, n, wall, lat, c)
     return s.id
+
+
+class _Serial(abc.ABC):
+    """One variant of (a): ``step(k)`` makes k awaited appends, timing each."""
+
+    label = ""
+
+    def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.commits: int | None = None
+
+    async def step(self, k: int) -> None:
+        for _ in range(k):
+            t = time.perf_counter()
+            await self.one()
+            self.lat.append(time.perf_counter() - t)
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def one(self) -> None:
+        """One append, awaited."""
+
+    async def close(self) -> None:
+        pass
+
+
+class _AsmSafe(_Serial):
+    def __init__(self, path: Path, marks: bool) -> None:
+        super().__init__()
+        self.label = "asm safe" if marks else "asm safe -marks"
+        self.path, self.marks, self.i = path, marks, 0
+
+    async def open(self) -> None:
+        self.store = DuckDBStore(self.path, durability="safe")
+        await self.store.open()
+        if not self.marks:  # what the lost-event marks cost: the same without them
+            assert self.store._writer is not None
+            self.store._writer.on_commit = None
+        self.session, self.fence = await new_session(self.store)
+        self.commits0 = self.store.stats.commits
+
+    async def one(self) -> None:
+        self.i += 1
+        sid = self.session.id
+        await self.store.append(sid, [delta(sid, self.i)], fence=self.fence, durable=False)
+
+    async def close(self) -> None:
+        self.commits = self.store.stats.commits - self.commits0
+        await self.store.close()
+
+
+class _Raw(_Serial):
+    """One INSERT per commit (autocommit) on the event loop's thread: the durable floor."""
+
+    label = "raw 1/commit"
+    sql = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+    def __init__(self, path: Path, n: int) -> None:
+        super().__init__()
+        self.con = raw_connect(path)
+        self.rows = iter(raw_rows(uuid.uuid4().hex, n))
+
+    async def open(self) -> None:
+        pass
+
+    async def one(self) -> None:
+        self.con.execute(self.sql, next(self.rows))
+
+    async def close(self) -> None:
+        self.commits = len(self.lat)
+        self.con.close()
+
+
+class _RawThread(_Raw):
+    """The same INSERTs awaited from asyncio, each run by one worker thread: the floor of a
+    store that keeps DuckDB off the event loop (two thread wake-ups per write)."""
+
+    label = "raw 1/commit thr"
+
+    async def open(self) -> None:
+        import queue
+        import threading
+
+        loop = asyncio.get_running_loop()
+        self.jobs: queue.SimpleQueue[tuple[tuple[object, ...], asyncio.Future[None]] | None] = queue.SimpleQueue()
+
+        def work() -> None:
+            while (job := self.jobs.get()) is not None:
+                row, fut = job
+                self.con.execute(self.sql, row)
+                loop.call_soon_threadsafe(fut.set_result, None)
+
+        self.thread = threading.Thread(target=work, daemon=True)
+        self.thread.start()
+
+    async def one(self) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self.jobs.put((next(self.rows), fut))
+        await fut
+
+    async def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+        await super().close()
+
+
+async def serial_awaited(d: Path, n: int, block: int = 250) -> str:
+    """(a)'s awaited variants interleaved: rounds of ``block`` appends each, in turn, so that
+    a shared machine's drifting speed falls on all of them alike (their ratios are the point).
+    Returns the asm safe session's id (read back in (c))."""
+    variants: list[Any] = [
+        _AsmSafe(d / "a-safe.duckdb", True),
+        _AsmSafe(d / "a-safe-nomarks.duckdb", False),
+        _Raw(d / "a-raw1.duckdb", n),
+        _RawThread(d / "a-raw1t.duckdb", n),
+    ]
+    for v in variants:
+        await v.open()
+    done = turn = 0
+    walls = [0.0] * len(variants)
+    while done < n:
+        k = min(block, n - done)
+        for j in range(len(variants)):  # each round starts with the next variant: no place is favoured
+            j = (j + turn) % len(variants)
+            t = time.perf_counter()
+            await variants[j].step(k)
+            walls[j] += time.perf_counter() - t
+        done += k
+        turn += 1
+    for j, v in enumerate(variants):
+        await v.close()
+        record("(a) 1 session, serial", v.label, n, n, walls[j], v.lat, v.commits)
+    return variants[0].session.id  # type: ignore[no-any-return]
 
 
 async def asm_concurrent(path: Path, durability: str, sessions: int, per: int) -> None:
@@ -478,10 +618,8 @@ def main() -> None:
             return
         a = "(a) 1 session, serial"
         asyncio.run(asm_one_session(d / "a-memory", "memory", n))
-        sid = asyncio.run(asm_one_session(d / "a-safe.duckdb", "safe", n))
-        asyncio.run(asm_one_session(d / "a-safe-nomarks.duckdb", "safe -marks", n))
         asyncio.run(asm_one_session(d / "a-fast.duckdb", "fast", n))
-        raw_autocommit(d / "a-raw1.duckdb", a, 1, n)
+        sid = asyncio.run(serial_awaited(d, n))
         raw_sid = raw_batch(d / "a-raw2.duckdb", a, 1, n)
         b = f"(b) {sessions} sessions x {per}"
         asyncio.run(asm_concurrent(d / "b-memory", "memory", sessions, per))
