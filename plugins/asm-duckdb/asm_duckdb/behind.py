@@ -5,7 +5,8 @@ lease is planned on the caller's thread, under the store lock, when everything i
 cached - no thread hop, no statement; its rows become *owed* and the writer inserts and commits
 them with the next durability point. :func:`finish` makes a group's outcome visible once its
 statements ran (and, for awaited units, committed): the record cache, the tail, the seqs, the
-wake-ups. Both are functions of the :class:`~asm_duckdb.writer.Writer` whose state they change.
+wake-ups; :func:`rollback` undoes a group that failed. All three are functions of the
+:class:`~asm_duckdb.writer.Writer` whose state they change.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .requests import BEHIND_MAX_ROWS, RETRY_FIRST, Req
 if TYPE_CHECKING:
     from .writer import Writer
 
-__all__ = ["acknowledge_now", "finish"]
+__all__ = ["acknowledge_now", "finish", "rollback"]
 
 
 def acknowledge_now(self: Writer, unit: WriteUnit, payloads: Sequence[str]) -> Committed | None:
@@ -63,6 +64,9 @@ def acknowledge_now(self: Writer, unit: WriteUnit, payloads: Sequence[str]) -> C
         state.seq = state.acked = plan.last_seq
         if not self.owed:
             self.owed_since = time.monotonic()
+        # The writer sleeps with no deadline (nothing was owed): wake it, so that it commits
+        # these rows within BEHIND_MAX_DELAY even if no other write comes.
+        wake, self.idle = self.idle, False
         self.owed_pending.extend(rows)
         self.tail.feed(rows)
         self.stats.behind_acks += 1
@@ -72,6 +76,8 @@ def acknowledge_now(self: Writer, unit: WriteUnit, payloads: Sequence[str]) -> C
         self.lock.release()
     if many:
         self.queue.put(Req("flush", cf.Future()))
+    elif wake:
+        self.queue.put(Req("wake", cf.Future()))
     self.notifier.notify(unit.session_id)
     return plan.committed()
 
@@ -136,3 +142,24 @@ def finish(self: Writer, reqs: list[Req], ov: Overlay, committed: bool) -> None:
         self.on_commit(marks)
     for sid in touched:
         self.notifier.notify(sid)
+
+
+def rollback(self: Writer, ov: Overlay) -> None:
+    """Undo the open transaction: owed rows go back to be inserted again, planned seqs and
+    runs are released (the group's outcome never becomes visible)."""
+    import duckdb
+
+    if self.in_txn:
+        self.in_txn = False
+        try:
+            self.conn.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+    with self.lock:
+        self.owed_pending[:0] = self.owed_inserted
+        self.owed_inserted = []
+        for sid in ov.seqs:
+            state = self.records.sessions.get(sid)
+            if state is not None:
+                state.seq = state.acked
+        self.inflight_runs = set()

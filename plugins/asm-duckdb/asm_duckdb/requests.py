@@ -76,7 +76,7 @@ class DuckDBStats:
 
 @dataclass(eq=False)
 class Req:
-    kind: str  # unit | claim | renew | flush | stop
+    kind: str  # unit | claim | renew | flush | wake | stop
     fut: asyncio.Future[Any] | cf.Future[Any]
     unit: WriteUnit | None = None
     payloads: Sequence[str] = ()

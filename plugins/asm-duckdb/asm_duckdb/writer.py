@@ -34,7 +34,7 @@ from asm_kernel.model import Event
 from asm_kernel.storage import Notifier
 from asm_kernel.writes import Committed, WriteUnit
 
-from .behind import acknowledge_now, finish
+from .behind import acknowledge_now, finish, rollback
 from .caches import Records, Tail
 from .codec import Row, insert_events
 from .planner import Overlay, Planner
@@ -110,6 +110,8 @@ class Writer:
         self._retry_at = 0.0
         self.in_txn = False
         self._last_group = 0
+        #: The writer sleeps with no deadline (see :meth:`_wait`).
+        self.idle = False
         self.outbox = Outbox()
         self.io_errors = io_errors()
         self.thread = threading.Thread(target=self._main, name=f"asm-duckdb-writer:{path.name}", daemon=True)
@@ -143,7 +145,7 @@ class Writer:
         stops: list[Req] = []
         try:
             while True:
-                group = self._drain(self._timeout())
+                group = self._drain(self._wait())
                 stops = [r for r in group if r.kind == "stop"]
                 try:
                     self._process(group)
@@ -165,16 +167,29 @@ class Writer:
         due = self._retry_at if self.failing is not None else self.owed_since + BEHIND_MAX_DELAY
         return max(0.0, due - time.monotonic())
 
+    def _wait(self) -> float | None:
+        """How long the next drain may wait. With nothing owed, no deadline: the writer then
+        sleeps until a request comes, and says so (:attr:`idle`), so that the caller-thread fast
+        path wakes it when it makes rows owed (checked and set under the lock: no lost wake-up)."""
+        with self.lock:
+            timeout = self._timeout()
+            self.idle = timeout is None
+        return timeout
+
     def _drain(self, timeout: float | None) -> list[Req]:
         group = drain(self.queue, timeout, self._last_group)
-        self._last_group = len(group)
+        self.idle = False
+        real = sum(r.kind != "wake" for r in group)
+        if real or not group:  # a lone wake-up says nothing about how busy the callers are
+            self._last_group = real
         return group
 
     def _process(self, group: list[Req]) -> None:
         stop = any(r.kind == "stop" for r in group)
         reqs = [r for r in group if r.kind != "stop" and r.claim()]
-        work = [r for r in reqs if r.kind != "flush"]
-        force = stop or len(work) < len(reqs) or self.owed >= BEHIND_MAX_ROWS
+        work = [r for r in reqs if r.kind not in ("flush", "wake")]
+        flush = any(r.kind == "flush" for r in reqs)
+        force = stop or flush or self.owed >= BEHIND_MAX_ROWS
         if work:
             self.stats.groups += 1
             self.stats.largest_group = max(self.stats.largest_group, len(work))
@@ -182,7 +197,9 @@ class Writer:
         elif self.owed and (force or self._timeout() == 0):
             self._group([], True)
         for req in reqs:
-            if req.kind == "flush":
+            if req.kind == "wake":  # it only made the writer look at its deadline again
+                self.outbox.reply(req, None)
+            elif req.kind == "flush":
                 if self.owed and self.failing is not None:
                     self.outbox.reply(req, exc=self.failing)
                 else:
@@ -199,7 +216,7 @@ class Writer:
             try:
                 committed = self._write(active, ov, force, isolate)
             except Redo as redo:
-                self._rollback(ov)
+                rollback(self, ov)
                 if redo.culprit is not None:
                     redo.culprit.error = redo.error
                     redo.culprit.writes = None
@@ -219,12 +236,12 @@ class Writer:
                     isolate = True
                 continue
             except Failed as failed:
-                self._rollback(ov)
+                rollback(self, ov)
                 for req in active:
                     if req.error is None:
                         req.error = failed.error
                 break
-            self._finish(active, ov, committed)
+            finish(self, active, ov, committed)
             break
         for req in work:
             if req.error is not None:
@@ -353,28 +370,6 @@ class Writer:
             self.conn.execute("BEGIN TRANSACTION")
             self.txn_mark = mark
             self.in_txn = True
-
-    def _rollback(self, ov: Overlay) -> None:
-        """Undo the open transaction; owed rows go back to be inserted again."""
-        import duckdb
-
-        if self.in_txn:
-            self.in_txn = False
-            try:
-                self.conn.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
-        with self.lock:
-            self.owed_pending[:0] = self.owed_inserted
-            self.owed_inserted = []
-            for sid in ov.seqs:
-                state = self.records.sessions.get(sid)
-                if state is not None:
-                    state.seq = state.acked
-            self.inflight_runs = set()
-
-    def _finish(self, reqs: list[Req], ov: Overlay, committed: bool) -> None:
-        finish(self, reqs, ov, committed)
 
     # -- errors -----------------------------------------------------------------------------
 

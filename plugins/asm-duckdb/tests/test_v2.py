@@ -18,7 +18,7 @@ from asm_kernel.errors import StorageError, StoreLockedError, ValidationError
 from asm_kernel.model import Event, Message, Run, RunStatus, Session
 from asm_kernel.testing.stores import create_session
 from asm_kernel.writes import RunWrite, WriteUnit
-from duckdb_helpers import FailingCommits, Gate
+from duckdb_helpers import FailingCommits, Gate, until
 
 from asm_duckdb.store import SCHEMA_VERSION, DuckDBStore
 
@@ -274,7 +274,31 @@ async def test_an_old_file_opened_read_only_is_refused_until_upgraded(tmp_path: 
         await DuckDBStore(path, read_only=True).open()
 
 
-async def test_reads_of_owed_events_commit_them_first(tmp_path: Path) -> None:
+async def test_deltas_acknowledged_while_the_writer_is_idle_are_committed_without_another_write(
+    tmp_path: Path,
+) -> None:
+    """The kill -9 window of write-behind is BEHIND_MAX_DELAY even when nothing else is written
+    (it was unbounded when the writer was idle: a stalled stream's deltas waited for the next
+    write, however late)."""
+    path = tmp_path / "idle.duckdb"
+    store = DuckDBStore(path, durability="fast")
+    await store.open()
+    try:
+        s, fence = await _running(store)
+        await asyncio.sleep(0.1)  # the writer has answered and waits with nothing owed
+        await store.commit(WriteUnit(s.id, [_delta(s.id, 0)], fence=fence, durable=False))
+        assert store.stats.fast_acks == 1  # acknowledged on this thread, the writer not asked
+        assert store._writer is not None
+        await until(lambda: store._writer.owed == 0, "the owed delta committed")  # type: ignore[union-attr]
+        with duckdb.connect(str(path)) as other:  # this process's database: sees what committed
+            got = other.execute("SELECT seq FROM events WHERE session_id = ?", [s.id]).fetchall()
+        assert got == [(1,)]
+    finally:
+        await store.close()
+
+
+async def test_reads_of_owed_events_commit_them_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("asm_duckdb.writer.BEHIND_MAX_DELAY", 600.0)  # only the read commits them
     store = DuckDBStore(tmp_path / "owed.duckdb", durability="fast")
     await store.open()
     try:
