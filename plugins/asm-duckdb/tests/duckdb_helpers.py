@@ -24,11 +24,12 @@ async def until(predicate: Any, what: str) -> None:
 class Gate:
     """Holds the writer inside one group so the requests queued meanwhile form the next group.
 
-    The gate is a unit creating a session with ``agent_id="gate"``: the writer blocks while
-    planning it (with the store lock held, so the caller-thread fast path queues too).
+    The gate is a unit creating a session with ``agent_id="gate"``, or any unit ``when``
+    picks: the writer blocks while planning it (it has taken that request; the store lock is
+    held, so the caller-thread fast path queues too).
     """
 
-    def __init__(self, store: DuckDBStore) -> None:
+    def __init__(self, store: DuckDBStore, when: Any = None) -> None:
         self.store = store
         self.entered = threading.Event()
         self.release = threading.Event()
@@ -36,8 +37,13 @@ class Gate:
         planner = store._writer.planner
         self._orig = planner.plan
 
+        def gate_session(unit: WriteUnit) -> bool:
+            return unit.new_session is not None and unit.new_session.agent_id == "gate"
+
+        picks = when or gate_session
+
         def gated(unit: WriteUnit, *args: Any) -> Any:
-            if unit.new_session is not None and unit.new_session.agent_id == "gate":
+            if picks(unit):
                 self.entered.set()
                 self.release.wait()
             return self._orig(unit, *args)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -355,18 +354,7 @@ async def test_a_write_cancelled_after_the_writer_took_it_returns_its_answer_the
     store: DuckDBStore,
 ) -> None:
     s = await create_session(store)
-    assert store._writer is not None
-    entered, release = threading.Event(), threading.Event()
-    planner = store._writer.planner
-    plan = planner.plan
-
-    def held(unit: WriteUnit, *args: Any) -> Any:
-        if unit.session_id == s.id:  # the writer has taken this request and is planning it
-            entered.set()
-            release.wait()
-        return plan(unit, *args)
-
-    planner.plan = held  # type: ignore[method-assign]
+    gate = Gate(store, when=lambda unit: unit.session_id == s.id)  # holds the writer in this append
     answers: list[list[Event]] = []
     steps: list[str] = []
 
@@ -378,14 +366,13 @@ async def test_a_write_cancelled_after_the_writer_took_it_returns_its_answer_the
 
     task = asyncio.create_task(caller())
     try:
-        await until(entered.is_set, "the writer took the append")
+        await until(gate.entered.is_set, "the writer took the append")
         task.cancel("caller gave up")
         task.cancel("twice")  # a second cancel changes nothing either
         await asyncio.sleep(0.01)
         assert not task.done()  # the cancel waits for the writer's answer
     finally:
-        release.set()  # never leave the writer stuck, even when the test fails
-        planner.plan = plan  # type: ignore[method-assign]
+        gate.release.set()  # never leave the writer stuck, even when the test fails
     with pytest.raises(asyncio.CancelledError):
         await task
     assert steps == ["returned"]
